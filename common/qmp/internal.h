@@ -1,0 +1,14 @@
+/* Between the files of common/qmp only. */
+#ifndef NC_QMP_INTERNAL_H
+#define NC_QMP_INTERNAL_H
+
+#include <jansson.h>
+#include "peer.h"
+
+extern json_t *qmp_command_names (void);
+extern const struct qmp_host *qmp_local_host (void);
+extern void qmp_server_emit_event (const char *name, json_t *data);
+extern json_t *qmp_event_new (const char *name, json_t *data);
+extern void qmp_register_builtins (void);
+
+#endif /* NC_QMP_INTERNAL_H */

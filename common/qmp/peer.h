@@ -1,0 +1,87 @@
+/* The one interface between nbdkit-checkpoint's two components.
+ *
+ * nbdkit loads the plugin and the filter RTLD_GLOBAL, so each finds
+ * the other's table with dlsym (RTLD_DEFAULT, SYMBOL).  Both link their
+ * own copy of common/ with hidden visibility; only these tables (and
+ * nbdkit's entry points) are exported.
+ *
+ * Exactly one component hosts the monitor: the one that was given
+ * qmp=PATH.  nbdkit passes every parameter to the filter first, so
+ * with the filter loaded the filter hosts.  The host serves its own
+ * commands and its peer's, and lends the peer its event sender and
+ * monitor lock through attach ().
+ *
+ * Bump QMP_PEER_VERSION for any incompatible change; a host that finds
+ * a table of another version ignores the peer and says so.
+ */
+#ifndef NC_QMP_PEER_H
+#define NC_QMP_PEER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "qmp.h"
+
+#define QMP_PEER_VERSION 1
+#define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v1"
+#define QMP_PEER_FILTER_SYMBOL "checkpoint_peer_v1"
+
+/* Lent by the host to its peer. */
+struct qmp_host {
+  void (*emit_event) (const char *name, json_t *data);
+  void (*lock) (void);
+  void (*unlock) (void);
+};
+
+/* What the filter tells the plugin about its nodes (the filter keeps
+ * bitmaps and checkpoints per node).  Called with the monitor lock held.
+ */
+struct qmp_node_hooks {
+  /* May NODE be removed?  False with a malloc'ed reason if not. */
+  bool (*may_remove) (const char *node, char **why);
+  /* NODE was added at run time with SIZE bytes.  False with a reason
+   * refuses the add (e.g. saved state recorded another size).
+   */
+  bool (*added) (const char *node, uint64_t size, char **why);
+  void (*removed) (const char *node);
+  /* May NODE be resized?  Then it was: grow its bitmaps. */
+  bool (*may_resize) (const char *node, uint64_t size, char **why);
+  void (*resized) (const char *node, uint64_t size);
+  /* Add the filter's fields ("dirty-bitmaps") to NODE's info object. */
+  void (*describe) (const char *node, json_t *info);
+};
+
+/* What the plugin tells the filter about its disks. */
+struct qmp_disk_services {
+  /* [node info] as query-named-block-nodes returns, without bitmaps. */
+  json_t *(*list_nodes) (void);
+  /* The node that export name NAME opens ("" = the default); a
+   * malloc'ed name, or NULL if there is none.
+   */
+  char *(*resolve_export) (const char *name);
+  /* Size of NODE; false if there is no such node. */
+  bool (*node_size) (const char *node, uint64_t *size);
+  void (*set_node_hooks) (const struct qmp_node_hooks *hooks);
+};
+
+struct qmp_peer {
+  uint32_t version;                     /* QMP_PEER_VERSION */
+  const struct qmp_command_set *commands;
+  void (*attach) (const struct qmp_host *host);
+  const struct qmp_disk_services *disks;  /* the plugin's; else NULL */
+};
+
+/* Find the other component's table; NULL when it is not loaded (stock
+ * plugins export no such symbol) or of another version.
+ */
+extern const struct qmp_peer *qmp_find_peer (const char *symbol);
+
+/* For building this component's own table: its registered commands
+ * (without the monitor's built-ins), and the attach function that
+ * takes the host's event sender and lock.
+ */
+extern const struct qmp_command_set *qmp_component_commands (void);
+extern void qmp_attach (const struct qmp_host *host);
+
+#endif /* NC_QMP_PEER_H */
