@@ -7,9 +7,11 @@
  *
  * Exactly one component hosts the monitor: the one that was given
  * qmp=PATH.  nbdkit passes every parameter to the filter first, so
- * with the filter loaded the filter hosts.  The host serves its own
- * commands and its peer's, and lends the peer its event sender and
- * monitor lock through attach ().
+ * with the filter loaded the filter hosts, and only the plugin needs
+ * to export a table (QMP_PEER_PLUGIN_SYMBOL).  The host serves its own
+ * commands and its peer's (its own first, so the filter's
+ * query-named-block-nodes, which adds bitmaps, wins), and lends the
+ * peer its event sender and monitor lock through attach ().
  *
  * Bump QMP_PEER_VERSION for any incompatible change; a host that finds
  * a table of another version ignores the peer and says so.
@@ -25,7 +27,6 @@
 
 #define QMP_PEER_VERSION 1
 #define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v1"
-#define QMP_PEER_FILTER_SYMBOL "checkpoint_peer_v1"
 
 /* Lent by the host to its peer. */
 struct qmp_host {
@@ -48,8 +49,6 @@ struct qmp_node_hooks {
   /* May NODE be resized?  Then it was: grow its bitmaps. */
   bool (*may_resize) (const char *node, uint64_t size, char **why);
   void (*resized) (const char *node, uint64_t size);
-  /* Add the filter's fields ("dirty-bitmaps") to NODE's info object. */
-  void (*describe) (const char *node, json_t *info);
 };
 
 /* What the plugin tells the filter about its disks. */

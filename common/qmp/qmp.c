@@ -140,7 +140,7 @@ qmp_arg_int (json_t *args, const char *name, int64_t def)
  * lock.  The first set registered for a name wins: the host's own
  * commands come before its peer's.
  */
-#define MAX_SETS 8
+#define MAX_SETS 16
 static const struct qmp_command_set *sets[MAX_SETS];
 static size_t nr_sets;
 

@@ -1,0 +1,228 @@
+/* QEMU's block-dirty-bitmap-* commands, each also a transaction action. */
+#include <config.h>
+
+#include <errno.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "bitmap.h"
+#include "bitmaps.h"
+#include "transaction.h"
+
+static json_t *
+add_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  struct node *n = bitmaps_node (qmp_arg_str (args, "node", ""), err);
+
+  if (n == NULL ||
+      bitmaps_add (t, n, qmp_arg_str (args, "name", ""),
+                   qmp_arg_int (args, "granularity", DEFAULT_GRANULARITY),
+                   qmp_arg_bool (args, "persistent", false),
+                   qmp_arg_bool (args, "disabled", false), err) == -1)
+    return NULL;
+  return json_object ();
+}
+
+/* For the commands that change one existing bitmap. */
+static struct dirty_bitmap *
+lookup (json_t *args, bool change, struct node **n, struct qmp_error *err)
+{
+  return bitmaps_lookup (qmp_arg_str (args, "node", ""),
+                         qmp_arg_str (args, "name", ""), change, n, err);
+}
+
+static json_t *
+done (int r, struct qmp_error *err)
+{
+  if (r == -1) {
+    qmp_error (err, "out of memory");
+    return NULL;
+  }
+  return json_object ();
+}
+
+static json_t *
+remove_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  struct node *n;
+  struct dirty_bitmap *d = lookup (args, false, &n, err);
+
+  /* Inconsistent bitmaps may be removed (that is how they go away),
+   * busy ones not.
+   */
+  if (d && dirty_bitmap_busy (d)) {
+    qmp_error (err, "Bitmap '%s' is currently in use by another operation "
+               "and cannot be used", d->name);
+    return NULL;
+  }
+  return d ? done (bitmaps_remove (t, n, d), err) : NULL;
+}
+
+static json_t *
+clear_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  struct node *n;
+  struct dirty_bitmap *d = lookup (args, true, &n, err);
+
+  return d ? done (bitmaps_clear (t, n, d), err) : NULL;
+}
+
+static json_t *
+enable_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  struct node *n;
+  struct dirty_bitmap *d = lookup (args, true, &n, err);
+
+  return d ? done (bitmaps_set_recording (t, n, d, true), err) : NULL;
+}
+
+static json_t *
+disable_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  struct node *n;
+  struct dirty_bitmap *d = lookup (args, true, &n, err);
+
+  return d ? done (bitmaps_set_recording (t, n, d, false), err) : NULL;
+}
+
+/* A source of merge: a name on the target's node, or {node, name}. */
+static struct dirty_bitmap *
+merge_source (json_t *src, const char *node, struct qmp_error *err)
+{
+  static const struct qmp_arg pair_args[] = {
+    { "node", QMP_STR, false },
+    { "name", QMP_STR, false },
+    { NULL }
+  };
+  struct dirty_bitmap *d;
+
+  if (json_is_object (src)) {
+    if (!qmp_check_args (pair_args, src, "bitmaps.", err))
+      return NULL;
+    node = qmp_arg_str (src, "node", "");
+    src = json_object_get (src, "name");
+  }
+  if (!json_is_string (src)) {
+    qmp_error (err, "Invalid parameter type for 'bitmaps', expected: "
+               "string or object");
+    return NULL;
+  }
+  d = bitmaps_lookup (node, json_string_value (src), false, NULL, err);
+  if (d && d->inconsistent) {
+    qmp_error (err, "Bitmap '%s' is inconsistent and cannot be used",
+               d->name);
+    return NULL;
+  }
+  return d;
+}
+
+static json_t *
+merge_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  const char *node = qmp_arg_str (args, "node", "");
+  json_t *sources = json_object_get (args, "bitmaps"), *src;
+  struct dirty_bitmap *target, *d;
+  struct node *n;
+  size_t i;
+
+  target = bitmaps_lookup (node, qmp_arg_str (args, "target", ""), true,
+                           &n, err);
+  if (target == NULL)
+    return NULL;
+  /* QEMU 7.2 crashes here; an error is better. */
+  if (json_array_size (sources) == 0) {
+    qmp_error (err, "Parameter 'bitmaps' must list at least one bitmap");
+    return NULL;
+  }
+  json_array_foreach (sources, i, src) {
+    d = merge_source (src, node, err);
+    if (d == NULL)
+      return NULL;
+    if (d != target && bitmaps_merge (t, n, target, d->bm) == -1)
+      return done (-1, err);
+  }
+  return json_object ();
+}
+
+static json_t *
+sha256 (json_t *args, struct qmp_error *err)
+{
+  struct dirty_bitmap *d = lookup (args, false, NULL, err);
+  char hex[65];
+
+  if (d == NULL)
+    return NULL;
+  if (bitmap_sha256 (d->bm, hex) == -1) {
+    qmp_error (err, "sha256: %s", strerror (errno));
+    return NULL;
+  }
+  return json_pack ("{s:s}", "sha256", hex);
+}
+
+static const struct qmp_arg add_args[] = {
+  { "node", QMP_STR, false },
+  { "name", QMP_STR, false },
+  { "granularity", QMP_UINT32, true },
+  { "persistent", QMP_BOOL, true },
+  { "disabled", QMP_BOOL, true },
+  { NULL }
+};
+
+static const struct qmp_arg node_name_args[] = {
+  { "node", QMP_STR, false },
+  { "name", QMP_STR, false },
+  { NULL }
+};
+
+static const struct qmp_arg merge_args[] = {
+  { "node", QMP_STR, false },
+  { "target", QMP_STR, false },
+  { "bitmaps", QMP_ARRAY, false },
+  { NULL }
+};
+
+static const struct txn_action actions[] = {
+  { "block-dirty-bitmap-add", add_args, add_action },
+  { "block-dirty-bitmap-remove", node_name_args, remove_action },
+  { "block-dirty-bitmap-clear", node_name_args, clear_action },
+  { "block-dirty-bitmap-enable", node_name_args, enable_action },
+  { "block-dirty-bitmap-disable", node_name_args, disable_action },
+  { "block-dirty-bitmap-merge", merge_args, merge_action },
+  { NULL }
+};
+
+/* Each command runs its action in a txn of its own. */
+#define COMMAND(fn, i)                                          \
+  static json_t *                                               \
+  fn (json_t *args, struct qmp_error *err)                      \
+  {                                                             \
+    return transaction_run_one (&actions[i], args, err);        \
+  }
+COMMAND (add_command, 0)
+COMMAND (remove_command, 1)
+COMMAND (clear_command, 2)
+COMMAND (enable_command, 3)
+COMMAND (disable_command, 4)
+COMMAND (merge_command, 5)
+
+static const struct qmp_command commands[] = {
+  { "block-dirty-bitmap-add", add_args, add_command },
+  { "block-dirty-bitmap-remove", node_name_args, remove_command },
+  { "block-dirty-bitmap-clear", node_name_args, clear_command },
+  { "block-dirty-bitmap-enable", node_name_args, enable_command },
+  { "block-dirty-bitmap-disable", node_name_args, disable_command },
+  { "block-dirty-bitmap-merge", merge_args, merge_command },
+  { "x-debug-block-dirty-bitmap-sha256", node_name_args, sha256 },
+  { NULL }
+};
+
+static const struct qmp_command_set command_set = { "checkpoint", commands };
+
+void
+bitmap_register_commands (void)
+{
+  transaction_register_actions (actions);
+  qmp_register_commands (&command_set);
+}

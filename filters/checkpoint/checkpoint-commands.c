@@ -1,0 +1,235 @@
+/* checkpoint-create (also a transaction action), checkpoint-delete and
+ * query-checkpoints.
+ */
+#include <config.h>
+
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "bitmap.h"
+#include "bitmaps.h"
+#include "checkpoints.h"
+#include "transaction.h"
+
+static json_t *
+create_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  struct checkpoint *c;
+  json_t *ret;
+
+  c = checkpoints_create (t, qmp_arg_str (args, "name", ""),
+                          qmp_arg_str (args, "description", NULL),
+                          json_object_get (args, "disks"), err);
+  if (c == NULL)
+    return NULL;
+  ret = json_pack ("{s:s,s:I}", "name", c->name,
+                   "creation-time", (json_int_t) c->creation_time);
+  if (c->parent)
+    json_object_set_new (ret, "parent", json_string (c->parent->name));
+  return ret;
+}
+
+static const struct qmp_arg create_args[] = {
+  { "name", QMP_STR, false },
+  { "description", QMP_STR, true },
+  { "disks", QMP_ARRAY, true },
+  { NULL }
+};
+
+static const struct txn_action actions[] = {
+  { "checkpoint-create", create_args, create_action },
+  { NULL }
+};
+
+static json_t *
+create_command (json_t *args, struct qmp_error *err)
+{
+  return transaction_run_one (&actions[0], args, err);
+}
+
+static bool
+is_descendant (const struct checkpoint *c, const struct checkpoint *of)
+{
+  for (c = c->parent; c; c = c->parent)
+    if (c == of)
+      return true;
+  return false;
+}
+
+static json_t *
+delete_command (json_t *args, struct qmp_error *err)
+{
+  const char *name = qmp_arg_str (args, "name", "");
+  bool children = qmp_arg_bool (args, "children", false);
+  bool children_only = qmp_arg_bool (args, "children-only", false);
+  bool metadata_only = qmp_arg_bool (args, "metadata-only", false);
+  struct checkpoint *c = checkpoints_find (name), *p, *newest;
+  struct txn t;
+  bool more;
+
+  if (c == NULL) {
+    qmp_error (err, "Checkpoint '%s' not found", name);
+    return NULL;
+  }
+  if (children && children_only) {
+    qmp_error (err, "'children' and 'children-only' are mutually exclusive");
+    return NULL;
+  }
+  txn_begin (&t);
+  /* Descendants first, newest first, so each merges into a checkpoint
+   * that is still there.
+   */
+  do {
+    more = false;
+    newest = NULL;
+    for (p = checkpoints_list (); p; p = p->next)
+      if ((children || children_only) && is_descendant (p, c))
+        newest = p;
+    if (newest) {
+      if (checkpoints_delete (&t, newest, metadata_only, err) == -1)
+        goto fail;
+      more = true;
+    }
+  } while (more);
+  if (!children_only && checkpoints_delete (&t, c, metadata_only, err) == -1)
+    goto fail;
+  txn_commit (&t);
+  return json_object ();
+ fail:
+  txn_abort (&t);
+  return NULL;
+}
+
+/* The disks of C, with the bytes changed since C when SIZE. */
+static json_t *
+describe_disks (const struct checkpoint *c, bool size)
+{
+  json_t *disks = json_array ();
+  size_t i;
+
+  for (i = 0; i < c->nr_disks; i++) {
+    json_t *disk = json_pack ("{s:s,s:s}", "node", c->disks[i],
+                              "bitmap", c->name);
+    struct node *n = nodes_find (c->disks[i]);
+    if (size && n) {
+      struct qmp_error ignored = { 0 };
+      struct bitmap *bm = checkpoints_changed_since (c, n, &ignored);
+      if (bm)
+        json_object_set_new (disk, "size",
+                             json_integer (bitmap_count_bytes (bm)));
+      bitmap_free (bm);
+      qmp_error_clear (&ignored);
+    }
+    json_array_append_new (disks, disk);
+  }
+  return disks;
+}
+
+static json_t *
+describe (const struct checkpoint *c, bool size)
+{
+  json_t *info, *children = json_array ();
+  struct checkpoint *p;
+
+  for (p = checkpoints_list (); p; p = p->next)
+    if (p->parent == c)
+      json_array_append_new (children, json_string (p->name));
+  info = json_pack ("{s:s,s:o,s:I,s:b,s:o}",
+                    "name", c->name,
+                    "children", children,
+                    "creation-time", (json_int_t) c->creation_time,
+                    "current", c == checkpoints_current (),
+                    "disks", describe_disks (c, size));
+  if (c->parent)
+    json_object_set_new (info, "parent", json_string (c->parent->name));
+  if (c->description)
+    json_object_set_new (info, "description", json_string (c->description));
+  return info;
+}
+
+static bool
+has_children (const struct checkpoint *c)
+{
+  struct checkpoint *p;
+
+  for (p = checkpoints_list (); p; p = p->next)
+    if (p->parent == c)
+      return true;
+  return false;
+}
+
+static json_t *
+query_command (json_t *args, struct qmp_error *err)
+{
+  bool roots = qmp_arg_bool (args, "roots", false);
+  bool leaves = qmp_arg_bool (args, "leaves", false);
+  bool no_leaves = qmp_arg_bool (args, "no-leaves", false);
+  bool descendants = qmp_arg_bool (args, "descendants", false);
+  bool size = qmp_arg_bool (args, "size", false);
+  const char *parent_name = qmp_arg_str (args, "parent", NULL);
+  struct checkpoint *parent = NULL, *c;
+  json_t *list;
+
+  if (parent_name && (parent = checkpoints_find (parent_name)) == NULL) {
+    qmp_error (err, "Checkpoint '%s' not found", parent_name);
+    return NULL;
+  }
+  if (roots && parent) {
+    qmp_error (err, "'roots' and 'parent' are mutually exclusive");
+    return NULL;
+  }
+  if (descendants && !parent) {
+    qmp_error (err, "'descendants' needs 'parent'");
+    return NULL;
+  }
+  if (leaves && no_leaves)      /* both: no filter, as libvirt does */
+    leaves = no_leaves = false;
+  list = json_array ();
+  for (c = checkpoints_list (); c; c = c->next) {
+    if (roots && c->parent)
+      continue;
+    if (parent && !(descendants ? is_descendant (c, parent)
+                                : c->parent == parent))
+      continue;
+    if ((leaves && has_children (c)) || (no_leaves && !has_children (c)))
+      continue;
+    json_array_append_new (list, describe (c, size));
+  }
+  return list;
+}
+
+static const struct qmp_arg delete_args[] = {
+  { "name", QMP_STR, false },
+  { "children", QMP_BOOL, true },
+  { "children-only", QMP_BOOL, true },
+  { "metadata-only", QMP_BOOL, true },
+  { NULL }
+};
+
+static const struct qmp_arg query_args[] = {
+  { "roots", QMP_BOOL, true },
+  { "leaves", QMP_BOOL, true },
+  { "no-leaves", QMP_BOOL, true },
+  { "parent", QMP_STR, true },
+  { "descendants", QMP_BOOL, true },
+  { "size", QMP_BOOL, true },
+  { NULL }
+};
+
+static const struct qmp_command commands[] = {
+  { "checkpoint-create", create_args, create_command },
+  { "checkpoint-delete", delete_args, delete_command },
+  { "query-checkpoints", query_args, query_command },
+  { NULL }
+};
+
+static const struct qmp_command_set command_set = { "checkpoint", commands };
+
+void
+checkpoint_register_commands (void)
+{
+  transaction_register_actions (actions);
+  qmp_register_commands (&command_set);
+}

@@ -1,0 +1,272 @@
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "cleanup.h"
+#include "bitmap.h"
+#include "state.h"
+#include "buffer.h"
+#include "bitmaps.h"
+#include "checkpoints.h"
+#include "persist.h"
+#include "persist-internal.h"
+
+static const char *state_dir;
+
+const char *
+persist_dir (void)
+{
+  return state_dir;
+}
+
+int
+persist_set_dir (const char *dir)
+{
+  state_dir = dir;
+  if (state_dir_open (dir) == -1) {
+    nbdkit_error ("checkpoint: state directory %s: %m", dir);
+    return -1;
+  }
+  state_remove_temps (dir);
+  return 0;
+}
+
+bool
+persist_enabled (void)
+{
+  return state_dir != NULL;
+}
+
+static int
+save (const char *name, uint32_t kind, struct state_buf *b)
+{
+  int r = -1;
+
+  if (b->err)
+    errno = b->err;
+  else
+    r = state_write (state_dir, name, kind, b->data, b->len);
+  if (r == -1)
+    nbdkit_error ("checkpoint: saving %s/%s: %m", state_dir, name);
+  state_buf_free (b);
+  return r;
+}
+
+/* checkpoints: count, then each one, then the current one's name. */
+static void
+save_checkpoints (void)
+{
+  struct state_buf b = STATE_BUF_INIT;
+  struct checkpoint *c;
+  uint32_t nr = 0;
+  size_t i;
+
+  for (c = checkpoints_list (); c; c = c->next)
+    nr++;
+  state_put_u32 (&b, nr);
+  for (c = checkpoints_list (); c; c = c->next) {
+    state_put_string (&b, c->name);
+    state_put_string (&b, c->parent ? c->parent->name : "");
+    state_put_u8 (&b, c->description != NULL);
+    state_put_string (&b, c->description ? c->description : "");
+    state_put_u64 (&b, c->creation_time);
+    state_put_u32 (&b, c->nr_disks);
+    for (i = 0; i < c->nr_disks; i++)
+      state_put_string (&b, c->disks[i]);
+  }
+  c = checkpoints_current ();
+  state_put_string (&b, c ? c->name : "");
+  save ("checkpoints", KIND_CHECKPOINTS, &b);
+}
+
+static char *
+node_file (const struct node *n)
+{
+  char *name;
+
+  return asprintf (&name, "node.%s", n->name) == -1 ? NULL : name;
+}
+
+static char *
+bitmap_file (const struct node *n, uint32_t i)
+{
+  char *name;
+
+  return asprintf (&name, "bitmap.%s.%u", n->name, i) == -1 ? NULL : name;
+}
+
+static uint32_t
+nr_persistent (const struct node *n)
+{
+  struct dirty_bitmap *d;
+  uint32_t nr = 0;
+
+  for (d = n->bitmaps; d; d = d->next)
+    nr += d->persistent;
+  return nr;
+}
+
+/* Write the bits of N's I-th persistent bitmap D.  False if not. */
+static bool
+save_bits (const struct node *n, uint32_t i, const struct dirty_bitmap *d)
+{
+  CLEANUP_FREE char *name = bitmap_file (n, i);
+  struct state_buf b = STATE_BUF_INIT;
+  void *data;
+  size_t len;
+
+  if (name == NULL || bitmap_serialize (d->bm, &data, &len) == -1) {
+    nbdkit_error ("checkpoint: saving bitmap %s: %m", d->name);
+    return false;
+  }
+  b.data = data;
+  b.len = b.cap = len;
+  return save (name, KIND_BITMAP, &b) == 0;
+}
+
+/* node.NODE, oldest bitmap first so that loading keeps the order. */
+void
+persist_save_node (struct node *n, bool clean)
+{
+  CLEANUP_FREE char *name = node_file (n);
+  struct state_buf b = STATE_BUF_INIT;
+  struct dirty_bitmap *d, **list;
+  uint32_t nr = nr_persistent (n), i = 0, j;
+  char boot_id[64] = "";
+
+  if (name == NULL)
+    return;
+  if (nr == 0) {                /* nothing to keep: record nothing */
+    state_remove (state_dir, name);
+    return;
+  }
+  list = malloc (nr * sizeof *list);
+  if (list == NULL)
+    return;
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->persistent)
+      list[nr - ++i] = d;
+  state_boot_id (boot_id);
+  state_put_u64 (&b, n->size);
+  state_put_string (&b, boot_id);
+  state_put_u32 (&b, nr);
+  for (j = 0; j < nr; j++) {
+    bool ok = !list[j]->inconsistent && (!clean || save_bits (n, j, list[j]));
+    state_put_string (&b, list[j]->name);
+    state_put_u32 (&b, bitmap_granularity (list[j]->bm));
+    state_put_u8 (&b, (list[j]->recording ? F_RECORDING : 0) |
+                  (list[j]->checkpoint ? F_CHECKPOINT : 0) |
+                  (ok ? 0 : F_INCONSISTENT));
+  }
+  /* Last, so that a file says "clean" only once its bits are saved. */
+  state_put_u8 (&b, clean);
+  free (list);
+  save (name, KIND_NODE, &b);
+}
+
+static void
+save_node_dirty (struct node *n, void *opaque)
+{
+  persist_save_node (n, false);
+}
+
+static void
+save_node_clean (struct node *n, void *opaque)
+{
+  persist_save_node (n, true);
+}
+
+void
+persist_save_metadata (void)
+{
+  if (!state_dir)
+    return;
+  save_checkpoints ();
+  nodes_foreach (save_node_dirty, NULL);
+}
+
+void
+persist_save_all (void)
+{
+  if (!state_dir)
+    return;
+  save_checkpoints ();
+  nodes_foreach (save_node_clean, NULL);
+}
+
+void
+persist_save_node_clean (struct node *n)
+{
+  if (state_dir)
+    persist_save_node (n, true);
+}
+
+static int
+load_one_checkpoint (struct state_reader *r)
+{
+  CLEANUP_FREE char *name = NULL, *parent = NULL, *desc = NULL;
+  char **disks = NULL;
+  uint8_t has_desc = 0;
+  uint64_t ctime = 0;
+  uint32_t nr = 0, i;
+
+  state_get_string (r, &name);
+  state_get_string (r, &parent);
+  state_get_u8 (r, &has_desc);
+  state_get_string (r, &desc);
+  state_get_u64 (r, &ctime);
+  state_get_u32 (r, &nr);
+  if (r->err || nr > r->left / 4)
+    return -1;
+  disks = calloc (nr ? nr : 1, sizeof *disks);
+  for (i = 0; disks && i < nr; i++)
+    state_get_string (r, &disks[i]);
+  if (disks == NULL || r->err ||
+      checkpoints_restore (name, parent[0] ? parent : NULL,
+                           has_desc ? desc : NULL, ctime, disks, nr) == -1) {
+    for (i = 0; disks && i < nr; i++)
+      free (disks[i]);
+    free (disks);
+    return -1;
+  }
+  return 0;
+}
+
+int
+persist_load_checkpoints (void)
+{
+  CLEANUP_FREE void *data = NULL;
+  CLEANUP_FREE char *current = NULL;
+  struct state_reader r;
+  size_t len;
+  uint32_t nr = 0, i;
+
+  if (!state_dir)
+    return 0;
+  if (state_read (state_dir, "checkpoints", KIND_CHECKPOINTS,
+                  &data, &len) == -1) {
+    if (errno == ENOENT)
+      return 0;
+    nbdkit_error ("checkpoint: %s/checkpoints: %m", state_dir);
+    return -1;
+  }
+  state_reader_init (&r, data, len);
+  state_get_u32 (&r, &nr);
+  for (i = 0; i < nr && r.err == 0; i++)
+    if (load_one_checkpoint (&r) == -1)
+      break;
+  state_get_string (&r, &current);
+  if (r.err || state_reader_end (&r) == -1) {
+    checkpoints_free_all ();
+    nbdkit_error ("checkpoint: %s/checkpoints is malformed", state_dir);
+    return -1;
+  }
+  checkpoints_set_current (checkpoints_find (current));
+  return 0;
+}
