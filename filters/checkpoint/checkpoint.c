@@ -22,10 +22,12 @@
 #include "checkpoints.h"
 #include "persist.h"
 #include "transaction.h"
+#include "backup.h"
 #include "monitor.h"
 
 static char *qmp_path;          /* qmp= */
 static char *state_dir;         /* state= */
+static char *scratch_dir;       /* scratch= */
 static int thread_model;        /* the final one, from .get_ready */
 
 static void
@@ -33,6 +35,7 @@ checkpoint_unload (void)
 {
   free (qmp_path);
   free (state_dir);
+  free (scratch_dir);
 }
 
 /* A node name as QEMU accepts it: a letter, then letters, digits and
@@ -67,6 +70,11 @@ checkpoint_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
     state_dir = nbdkit_absolute_path (value);
     return state_dir ? 0 : -1;
   }
+  if (strcmp (key, "scratch") == 0) {
+    free (scratch_dir);
+    scratch_dir = nbdkit_absolute_path (value);
+    return scratch_dir ? 0 : -1;
+  }
   if (strcmp (key, "node-name") == 0) {
     if (!valid_node_name (value)) {
       nbdkit_error ("checkpoint: invalid node-name '%s': a letter, then "
@@ -83,6 +91,7 @@ checkpoint_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
 #define checkpoint_config_help \
   "qmp=<PATH>           Serve the QMP monitor on this Unix socket.\n" \
   "state=<DIR>          Keep bitmaps and checkpoints in this directory.\n" \
+  "scratch=<DIR>        Put backups' scratch files here (default: state=).\n" \
   "node-name=<NAME>     Node name of a single-export plugin's disk."
 
 static int
@@ -91,10 +100,12 @@ checkpoint_config_complete (nbdkit_next_config_complete *next,
 {
   if (state_dir && persist_set_dir (state_dir) == -1)
     return -1;
+  backup_set_scratch_dir (scratch_dir ? scratch_dir : state_dir);
   monitor_register_commands ();
   bitmap_register_commands ();
   checkpoint_register_commands ();
   transaction_register_command ();
+  backup_register_commands ();
   return next (nxdata);
 }
 
@@ -180,27 +191,52 @@ static void
 checkpoint_cleanup (nbdkit_backend *backend)
 {
   qmp_server_stop ();
+  backups_end_all ();
   persist_save_all ();
   nodes_free_all ();
   checkpoints_free_all ();
 }
 
+/* A connection: to a live disk (node), or to a backup export (bd),
+ * which reads the disk through a read-only plugin connection.
+ */
 struct handle {
   struct node *node;
-  bool readonly;
+  struct backup_disk *bd;
 };
+
+static int
+checkpoint_list_exports (nbdkit_next_list_exports *next,
+                         nbdkit_backend *nxdata, int readonly, int is_tls,
+                         struct nbdkit_exports *exports)
+{
+  if (next (nxdata, readonly, exports) == -1)
+    return -1;
+  backup_list_exports (exports);
+  return 0;
+}
 
 static void *
 checkpoint_open (nbdkit_next_open *next, nbdkit_context *ctx,
                  int readonly, const char *exportname, int is_tls)
 {
-  struct handle *h;
+  struct handle *h = calloc (1, sizeof *h);
 
-  if (next (ctx, readonly, exportname) == -1)
-    return NULL;
-  h = calloc (1, sizeof *h);
   if (h == NULL) {
     nbdkit_error ("calloc: %m");
+    return NULL;
+  }
+  h->bd = backup_open (exportname);
+  if (h->bd) {
+    if (next (ctx, 1, disk_services ? h->bd->node->name : "") == -1) {
+      backup_close (h->bd);
+      free (h);
+      return NULL;
+    }
+    return h;
+  }
+  if (next (ctx, readonly, exportname) == -1) {
+    free (h);
     return NULL;
   }
   h->node = nodes_open (exportname);
@@ -209,7 +245,6 @@ checkpoint_open (nbdkit_next_open *next, nbdkit_context *ctx,
     free (h);
     return NULL;
   }
-  h->readonly = readonly;
   return h;
 }
 
@@ -218,11 +253,87 @@ checkpoint_close (void *handle)
 {
   struct handle *h = handle;
 
-  nodes_close (h->node);
+  if (h->bd)
+    backup_close (h->bd);
+  else
+    nodes_close (h->node);
   free (h);
 }
 
-/* Guest writes, zeroes and trims mark the recording bitmaps first. */
+/* Backup exports: the frozen size, read-only, block status always.
+ * The plugin is still asked: nbdkit checks its answers on every call.
+ */
+static int64_t
+checkpoint_get_size (nbdkit_next *next, void *handle)
+{
+  struct handle *h = handle;
+  int64_t size = next->get_size (next);
+
+  return h->bd && size >= 0 ? (int64_t) h->bd->size : size;
+}
+
+static int
+checkpoint_can_write (nbdkit_next *next, void *handle)
+{
+  struct handle *h = handle;
+  int r = next->can_write (next);
+
+  return h->bd && r >= 0 ? 0 : r;
+}
+
+static int
+checkpoint_can_extents (nbdkit_next *next, void *handle)
+{
+  struct handle *h = handle;
+  int r = next->can_extents (next);
+
+  return h->bd && r >= 0 ? 1 : r;
+}
+
+static int
+checkpoint_pread (nbdkit_next *next, void *handle, void *buf,
+                  uint32_t count, uint64_t offset, uint32_t flags, int *err)
+{
+  struct handle *h = handle;
+
+  if (h->bd)
+    return backup_pread (next, h->bd, buf, count, offset, err);
+  return next->pread (next, buf, count, offset, flags, err);
+}
+
+static int
+checkpoint_extents (nbdkit_next *next, void *handle, uint32_t count,
+                    uint64_t offset, uint32_t flags,
+                    struct nbdkit_extents *extents, int *err)
+{
+  struct handle *h = handle;
+
+  if (h->bd)
+    return backup_extents (next, h->bd, count, offset, flags, extents, err);
+  return next->extents (next, count, offset, flags, extents, err);
+}
+
+/* Before a guest write, zero or trim passes down: mark the recording
+ * bitmaps, then save what backups need.  On success the node's barrier
+ * is held until write_end.
+ */
+static int
+write_begin (nbdkit_next *next, struct handle *h, uint32_t count,
+             uint64_t offset, int *err)
+{
+  if (nodes_write_begin (h->node, offset, count) == -1) {
+    *err = errno;
+    nbdkit_error ("checkpoint: marking bitmaps: %m");
+    return -1;
+  }
+  if (h->node->backups &&
+      backup_before_write (next, h->node, count, offset, err) == -1) {
+    nodes_write_end (h->node);
+    return -1;
+  }
+  return 0;
+}
+
 static int
 checkpoint_pwrite (nbdkit_next *next, void *handle, const void *buf,
                    uint32_t count, uint64_t offset, uint32_t flags, int *err)
@@ -230,11 +341,8 @@ checkpoint_pwrite (nbdkit_next *next, void *handle, const void *buf,
   struct handle *h = handle;
   int r;
 
-  if (nodes_write_begin (h->node, offset, count) == -1) {
-    *err = errno;
-    nbdkit_error ("checkpoint: marking bitmaps: %m");
+  if (write_begin (next, h, count, offset, err) == -1)
     return -1;
-  }
   r = next->pwrite (next, buf, count, offset, flags, err);
   nodes_write_end (h->node);
   return r;
@@ -247,11 +355,8 @@ checkpoint_zero (nbdkit_next *next, void *handle, uint32_t count,
   struct handle *h = handle;
   int r;
 
-  if (nodes_write_begin (h->node, offset, count) == -1) {
-    *err = errno;
-    nbdkit_error ("checkpoint: marking bitmaps: %m");
+  if (write_begin (next, h, count, offset, err) == -1)
     return -1;
-  }
   r = next->zero (next, count, offset, flags, err);
   nodes_write_end (h->node);
   return r;
@@ -264,11 +369,8 @@ checkpoint_trim (nbdkit_next *next, void *handle, uint32_t count,
   struct handle *h = handle;
   int r;
 
-  if (nodes_write_begin (h->node, offset, count) == -1) {
-    *err = errno;
-    nbdkit_error ("checkpoint: marking bitmaps: %m");
+  if (write_begin (next, h, count, offset, err) == -1)
     return -1;
-  }
   r = next->trim (next, count, offset, flags, err);
   nodes_write_end (h->node);
   return r;
@@ -287,6 +389,12 @@ static struct nbdkit_filter filter = {
   .cleanup = checkpoint_cleanup,
   .open = checkpoint_open,
   .close = checkpoint_close,
+  .list_exports = checkpoint_list_exports,
+  .get_size = checkpoint_get_size,
+  .can_write = checkpoint_can_write,
+  .can_extents = checkpoint_can_extents,
+  .pread = checkpoint_pread,
+  .extents = checkpoint_extents,
   .pwrite = checkpoint_pwrite,
   .zero = checkpoint_zero,
   .trim = checkpoint_trim,

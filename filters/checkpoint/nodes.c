@@ -250,9 +250,9 @@ hook_may_remove (const char *name, char **why)
 {
   struct node *n = nodes_find (name);
 
-  if (n && n->bitmaps) {
-    if (asprintf (why, "Node '%s' has dirty bitmaps (or checkpoints): "
-                  "remove them first", name) == -1)
+  if (n && (n->bitmaps || n->backups)) {
+    if (asprintf (why, "Node '%s' has %s: end or remove them first", name,
+                  n->backups ? "active backups" : "dirty bitmaps") == -1)
       *why = NULL;
     return false;
   }
@@ -311,6 +311,11 @@ hook_may_resize (const char *name, uint64_t size, char **why)
   struct node *n = nodes_find (name);
   struct dirty_bitmap *d;
 
+  if (n && n->backups) {
+    if (asprintf (why, "Cannot resize '%s' during a backup", name) == -1)
+      *why = NULL;
+    return false;
+  }
   if (n && size < n->size)
     for (d = n->bitmaps; d; d = d->next)
       if (dirty_bitmap_busy (d)) {

@@ -58,6 +58,11 @@ struct node {
   struct bitmap **recording;
   size_t nr_recording;
   size_t recording_cap;         /* at least the number of bitmaps */
+
+  /* Active backups of this node, changed under the barrier held
+   * exclusive (see backup.h).
+   */
+  struct backup_disk *backups;
 };
 
 /* Set by .config and .get_ready. */

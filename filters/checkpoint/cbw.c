@@ -1,0 +1,313 @@
+/* The data path of backups: copy-before-write on guest writes, and
+ * reads and block status of backup exports.  Locking: backup.h.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "cleanup.h"
+#include "rounding.h"
+#include "bitmap.h"
+#include "backup.h"
+
+static pthread_rwlock_t *
+stripe (struct backup_disk *bd, uint64_t offset)
+{
+  return &bd->stripes[(offset / BACKUP_REGION) % BACKUP_STRIPES];
+}
+
+/* True when the backup no longer serves data. */
+static bool
+backup_dead (struct backup *b)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&b->lock);
+  return b->ended || b->failed;
+}
+
+static void
+backup_fail (struct backup *b, const char *what, int errnum)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&b->lock);
+  if (!b->failed) {
+    b->failed = true;
+    if (asprintf (&b->error, "%s: %s", what, strerror (errnum)) == -1)
+      b->error = NULL;
+    nbdkit_error ("checkpoint: backup %s failed: %s: %s", b->id, what,
+                  strerror (errnum));
+  }
+}
+
+static bool
+block_needed (struct backup_disk *bd, uint64_t offset)
+{
+  return bd->needed == NULL || bitmap_test (bd->needed, offset);
+}
+
+/* Save the needed, unsaved blocks of [START, END) (one region, stripe
+ * held exclusive): read each run from the disk, write it to scratch,
+ * then mark it saved.  -1 with errno on failure.
+ */
+static int
+save_region (nbdkit_next *next, struct backup_disk *bd,
+             uint64_t start, uint64_t end)
+{
+  char buf[BACKUP_REGION];
+  uint64_t pos = start, run;
+  int err = 0;
+
+  while (pos < end) {
+    if (bitmap_test (bd->saved, pos) || !block_needed (bd, pos)) {
+      pos += MIN (BACKUP_BLOCK, end - pos);
+      continue;
+    }
+    for (run = pos; run < end && !bitmap_test (bd->saved, run) &&
+           block_needed (bd, run); )
+      run += MIN (BACKUP_BLOCK, end - run);
+    if (next->pread (next, buf, run - pos, pos, 0, &err) == -1) {
+      errno = err ? err : EIO;
+      return -1;
+    }
+    if (pwrite (bd->scratch_fd, buf, run - pos, pos) != (ssize_t) (run - pos)) {
+      if (errno == 0)
+        errno = ENOSPC;
+      return -1;
+    }
+    bitmap_set_range (bd->saved, pos, run - pos);
+    {
+      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bd->backup->lock);
+      bd->backup->copied_bytes += run - pos;
+    }
+    pos = run;
+  }
+  return 0;
+}
+
+/* Save what BD needs of [OFFSET, END) before it is overwritten. */
+static int
+save_before_write (nbdkit_next *next, struct backup_disk *bd,
+                   uint64_t offset, uint64_t end)
+{
+  uint64_t pos = ROUND_DOWN (offset, BACKUP_BLOCK);
+
+  end = MIN (ROUND_UP (end, BACKUP_BLOCK), bd->size);
+  while (pos < end) {
+    uint64_t region_end = MIN (ROUND_DOWN (pos, BACKUP_REGION) + BACKUP_REGION,
+                               end);
+    int r = 0;
+
+    /* Most writes during a backup land on saved or unneeded blocks. */
+    if (!bitmap_all_dirty (bd->saved, pos, region_end - pos) &&
+        (bd->needed == NULL ||
+         bitmap_any_dirty (bd->needed, pos, region_end - pos))) {
+      pthread_rwlock_wrlock (stripe (bd, pos));
+      r = save_region (next, bd, pos, region_end);
+      pthread_rwlock_unlock (stripe (bd, pos));
+    }
+    if (r == -1)
+      return -1;
+    pos = region_end;
+  }
+  return 0;
+}
+
+int
+backup_before_write (nbdkit_next *next, struct node *n,
+                     uint32_t count, uint64_t offset, int *err)
+{
+  struct backup_disk *bd;
+
+  for (bd = n->backups; bd; bd = bd->next_on_node) {
+    if (offset >= bd->size || backup_dead (bd->backup))
+      continue;
+    /* Before anything lands: reads of unneeded chunks check this. */
+    bitmap_set_range (bd->changed, offset, count);
+    if (save_before_write (next, bd, offset, offset + count) == 0)
+      continue;
+    if (bd->backup->on_cbw_error == BREAK_GUEST_WRITE) {
+      *err = errno;
+      nbdkit_error ("checkpoint: copy-before-write for backup %s: %m; "
+                    "the write fails (on-cbw-error=break-guest-write)",
+                    bd->backup->id);
+      return -1;
+    }
+    backup_fail (bd->backup, "copy-before-write failed", errno);
+  }
+  return 0;
+}
+
+/* Read [POS, END) of one region of the frozen view (stripe held
+ * shared): saved blocks from scratch, the rest from the disk.
+ */
+static int
+read_region (nbdkit_next *next, struct backup_disk *bd, char *buf,
+             uint64_t pos, uint64_t end, int *err)
+{
+  while (pos < end) {
+    bool saved = bitmap_test (bd->saved, pos);
+    uint64_t run = pos;
+
+    do
+      run = MIN (ROUND_DOWN (run, BACKUP_BLOCK) + BACKUP_BLOCK, end);
+    while (run < end && bitmap_test (bd->saved, run) == saved);
+    if (saved) {
+      if (pread (bd->scratch_fd, buf, run - pos, pos) != (ssize_t) (run - pos)) {
+        *err = errno ? errno : EIO;
+        nbdkit_error ("checkpoint: reading scratch of backup %s: %m",
+                      bd->backup->id);
+        return -1;
+      }
+    }
+    else if (next->pread (next, buf, run - pos, pos, 0, err) == -1)
+      return -1;
+    buf += run - pos;
+    pos = run;
+  }
+  return 0;
+}
+
+/* Chunks an incremental backup does not cover: the disk's data is the
+ * frozen data only while nothing has written there since the freeze.
+ */
+static bool
+unneeded_changed (struct backup_disk *bd, uint64_t offset, uint32_t count)
+{
+  uint64_t pos;
+
+  if (bd->needed == NULL)
+    return false;
+  for (pos = offset; pos < offset + count;
+       pos = ROUND_DOWN (pos, BACKUP_BLOCK) + BACKUP_BLOCK)
+    if (!bitmap_test (bd->needed, pos) && bitmap_test (bd->changed, pos))
+      return true;
+  return false;
+}
+
+static int
+dead_error (struct backup_disk *bd, int *err)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bd->backup->lock);
+  nbdkit_error ("checkpoint: backup %s has %s%s%s", bd->backup->id,
+                bd->backup->ended ? "ended" : "failed",
+                bd->backup->error ? ": " : "",
+                bd->backup->error ? bd->backup->error : "");
+  *err = EIO;
+  return -1;
+}
+
+int
+backup_pread (nbdkit_next *next, struct backup_disk *bd, void *buf,
+              uint32_t count, uint64_t offset, int *err)
+{
+  uint64_t pos = offset, end = offset + count;
+  char *p = buf;
+
+  if (backup_dead (bd->backup))
+    return dead_error (bd, err);
+  while (pos < end) {
+    uint64_t region_end = MIN (ROUND_DOWN (pos, BACKUP_REGION) + BACKUP_REGION,
+                               end);
+    int r;
+
+    pthread_rwlock_rdlock (stripe (bd, pos));
+    r = read_region (next, bd, p, pos, region_end, err);
+    pthread_rwlock_unlock (stripe (bd, pos));
+    if (r == -1)
+      return -1;
+    p += region_end - pos;
+    pos = region_end;
+  }
+  /* After the read: a failure or a write that raced with us shows here
+   * (both are recorded before the write lands).
+   */
+  if (backup_dead (bd->backup))
+    return dead_error (bd, err);
+  if (unneeded_changed (bd, offset, count)) {
+    nbdkit_error ("checkpoint: backup %s: [%" PRIu64 ", +%" PRIu32 ") is "
+                  "not in the incremental backup and has changed since",
+                  bd->backup->id, offset, count);
+    *err = EIO;
+    return -1;
+  }
+  return 0;
+}
+
+/* The end of the run from POS with the same answer of BM (NULL: one
+ * run to END).
+ */
+static uint64_t
+run_end (const struct bitmap *bm, uint64_t pos, uint64_t end)
+{
+  uint64_t found;
+
+  if (bm == NULL ||
+      !bitmap_find (bm, pos, !bitmap_test (bm, pos), &found) || found > end)
+    return end;
+  return found;
+}
+
+/* Add [POS, END) of plugin extent type TYPE, split where the frozen
+ * view differs: unneeded chunks are holes without zero ("read it from
+ * the base"), saved blocks are data.
+ */
+static int
+add_frozen (struct backup_disk *bd, struct nbdkit_extents *out,
+            uint64_t pos, uint64_t end, uint32_t type)
+{
+  while (pos < end) {
+    uint64_t next_pos = MIN (run_end (bd->needed, pos, end),
+                             run_end (bd->saved, pos, end));
+    uint32_t t = type;
+
+    if (!block_needed (bd, pos))
+      t = NBDKIT_EXTENT_HOLE;
+    else if (bitmap_test (bd->saved, pos))
+      t = 0;
+    if (nbdkit_add_extent (out, pos, next_pos - pos, t) == -1)
+      return -1;
+    pos = next_pos;
+  }
+  return 0;
+}
+
+int
+backup_extents (nbdkit_next *next, struct backup_disk *bd, uint32_t count,
+                uint64_t offset, uint32_t flags,
+                struct nbdkit_extents *extents, int *err)
+{
+  uint64_t end = MIN (offset + count, bd->size);
+  struct nbdkit_extents *plugin;
+  size_t i;
+
+  if (backup_dead (bd->backup))
+    return dead_error (bd, err);
+  if (!next->can_extents (next))
+    return add_frozen (bd, extents, offset, end, 0) == -1 ? (*err = errno, -1) : 0;
+  plugin = nbdkit_extents_new (offset, end);
+  if (plugin == NULL) {
+    *err = errno;
+    return -1;
+  }
+  if (next->extents (next, end - offset, offset, flags & ~NBDKIT_FLAG_REQ_ONE,
+                     plugin, err) == -1) {
+    nbdkit_extents_free (plugin);
+    return -1;
+  }
+  for (i = 0; i < nbdkit_extents_count (plugin); i++) {
+    struct nbdkit_extent e = nbdkit_get_extent (plugin, i);
+    uint64_t s = MAX (e.offset, offset), f = MIN (e.offset + e.length, end);
+    if (s < f && add_frozen (bd, extents, s, f, e.type) == -1) {
+      *err = errno;
+      nbdkit_extents_free (plugin);
+      return -1;
+    }
+  }
+  nbdkit_extents_free (plugin);
+  return 0;
+}
