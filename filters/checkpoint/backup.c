@@ -229,7 +229,7 @@ backup_retire (struct backup *b)
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&backups_lock);
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&b->lock);
-    b->ended = true;
+    __atomic_store_n (&b->ended, true, __ATOMIC_SEQ_CST);
     free_now = b->connections == 0;
   }
   if (free_now)

@@ -74,7 +74,10 @@ struct backup {
   enum cbw_error_mode on_cbw_error;
   struct backup_disk *disks;    /* array */
   size_t nr_disks;
-  /* Changed from any thread: under the backup's lock. */
+  /* Changed from any thread under the backup's lock (lock order:
+   * backups_lock in backup.c, then this); ended and failed only ever
+   * turn true and are also read with atomic loads, without the lock.
+   */
   pthread_mutex_t lock;
   bool ended;                   /* backup-end ran: exports refuse I/O */
   bool failed;

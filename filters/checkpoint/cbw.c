@@ -23,12 +23,14 @@ stripe (struct backup_disk *bd, uint64_t offset)
   return &bd->stripes[(offset / BACKUP_REGION) % BACKUP_STRIPES];
 }
 
-/* True when the backup no longer serves data. */
+/* True when the backup no longer serves data.  Read without the lock:
+ * this is on every guest write, and the flags only ever turn true.
+ */
 static bool
 backup_dead (struct backup *b)
 {
-  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&b->lock);
-  return b->ended || b->failed;
+  return __atomic_load_n (&b->ended, __ATOMIC_SEQ_CST) ||
+    __atomic_load_n (&b->failed, __ATOMIC_SEQ_CST);
 }
 
 static void
@@ -36,7 +38,7 @@ backup_fail (struct backup *b, const char *what, int errnum)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&b->lock);
   if (!b->failed) {
-    b->failed = true;
+    __atomic_store_n (&b->failed, true, __ATOMIC_SEQ_CST);
     if (asprintf (&b->error, "%s: %s", what, strerror (errnum)) == -1)
       b->error = NULL;
     nbdkit_error ("checkpoint: backup %s failed: %s: %s", b->id, what,
