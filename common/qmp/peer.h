@@ -82,5 +82,7 @@ extern const struct qmp_peer *qmp_find_peer (const char *symbol);
  */
 extern const struct qmp_command_set *qmp_component_commands (void);
 extern void qmp_attach (const struct qmp_host *host);
+/* Has a host attached this component (its commands will be served)? */
+extern bool qmp_attached (void);
 
 #endif /* NC_QMP_PEER_H */

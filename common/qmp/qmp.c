@@ -243,6 +243,12 @@ qmp_attach (const struct qmp_host *host)
   lent_host = host;
 }
 
+bool
+qmp_attached (void)
+{
+  return lent_host != NULL;
+}
+
 void
 qmp_lock (void)
 {

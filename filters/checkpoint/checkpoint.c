@@ -94,6 +94,19 @@ checkpoint_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
   "scratch=<DIR>        Put backups' scratch files here (default: state=).\n" \
   "node-name=<NAME>     Node name of a single-export plugin's disk."
 
+static void
+adopt_plugin (void)
+{
+  const struct qmp_peer *peer;
+
+  peer = qmp_path ? qmp_server_adopt_peer (QMP_PEER_PLUGIN_SYMBOL)
+                  : qmp_find_peer (QMP_PEER_PLUGIN_SYMBOL);
+  if (peer && peer->disks) {
+    disk_services = peer->disks;
+    disk_services->set_node_hooks (&node_hooks);
+  }
+}
+
 static int
 checkpoint_config_complete (nbdkit_next_config_complete *next,
                             nbdkit_backend *nxdata)
@@ -106,6 +119,10 @@ checkpoint_config_complete (nbdkit_next_config_complete *next,
   checkpoint_register_commands ();
   transaction_register_command ();
   backup_register_commands ();
+  /* Before the plugin's .config_complete: it then knows that a
+   * monitor will serve its commands (and may start with no disks).
+   */
+  adopt_plugin ();
   return next (nxdata);
 }
 
@@ -118,8 +135,6 @@ checkpoint_thread_model (void)
 static int
 checkpoint_get_ready (int model)
 {
-  const struct qmp_peer *peer;
-
   thread_model = model;
   if (model == NBDKIT_THREAD_MODEL_SERIALIZE_CONNECTIONS) {
     nbdkit_error ("checkpoint: the plugin serialises connections, which "
@@ -128,12 +143,6 @@ checkpoint_get_ready (int model)
   }
   if (qmp_path && qmp_server_listen (qmp_path) == -1)
     return -1;
-  peer = qmp_path ? qmp_server_adopt_peer (QMP_PEER_PLUGIN_SYMBOL)
-                  : qmp_find_peer (QMP_PEER_PLUGIN_SYMBOL);
-  if (peer && peer->disks) {
-    disk_services = peer->disks;
-    disk_services->set_node_hooks (&node_hooks);
-  }
   return 0;
 }
 

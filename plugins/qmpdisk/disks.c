@@ -1,0 +1,462 @@
+/* nbdkit-qmpdisk-plugin: the registry of disks (see disks.h). */
+
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <inttypes.h>
+#include <string.h>
+#include <errno.h>
+#include <assert.h>
+#include <pthread.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "cleanup.h"
+#include "disks.h"
+
+struct disk {
+  struct disk *next;            /* list link; disks_lock */
+  char *node;
+  char *path;
+  bool readonly;
+  struct backend *b;
+  unsigned refs;                /* disks_lock */
+  unsigned open_count;          /* written under disks_lock, read atomically */
+  uint64_t size;                /* written under disks_lock, read atomically */
+};
+
+/* See "Locking" in disks.h. */
+static pthread_mutex_t disks_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct disk *disks;      /* in order of addition */
+
+void
+set_errmsg (char **errmsg, const char *fs, ...)
+{
+  va_list args;
+
+  if (errmsg == NULL)
+    return;
+  va_start (args, fs);
+  if (vasprintf (errmsg, fs, args) == -1)
+    *errmsg = NULL;
+  va_end (args);
+}
+
+/* QEMU's rule: a letter, then letters, digits, '-', '.' or '_'.  Plain
+ * ASCII tests, so that the locale cannot change the answer.
+ */
+static bool
+is_letter (char c)
+{
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int
+check_node_name (const char *node, char **errmsg)
+{
+  size_t i;
+
+  if (!is_letter (node[0]))
+    goto invalid;
+  for (i = 1; node[i]; ++i) {
+    char c = node[i];
+
+    if (!is_letter (c) && !(c >= '0' && c <= '9') &&
+        c != '-' && c != '.' && c != '_')
+      goto invalid;
+  }
+  if (i > DISK_NODE_NAME_MAX) {
+    set_errmsg (errmsg, "Node name too long: '%s' (at most %d characters)",
+                node, DISK_NODE_NAME_MAX);
+    return -1;
+  }
+  return 0;
+
+ invalid:
+  set_errmsg (errmsg, "Invalid node-name: '%s'", node);
+  return -1;
+}
+
+/* Call with disks_lock held.  "" finds the first disk only if
+ * allow_default.
+ */
+static struct disk *
+find_locked (const char *name, bool allow_default)
+{
+  struct disk *d;
+
+  if (allow_default && name[0] == '\0')
+    return disks;
+  for (d = disks; d; d = d->next)
+    if (strcmp (d->node, name) == 0)
+      return d;
+  return NULL;
+}
+
+static void
+free_disk (struct disk *d)
+{
+  nbdkit_debug ("qmpdisk: closing disk %s", d->node);
+  d->b->ops->close (d->b);
+  free (d->node);
+  free (d->path);
+  free (d);
+}
+
+static struct backend *
+open_backend (const char *driver, const char *target, bool readonly,
+              bool defer_rw, char **errmsg)
+{
+  struct backend *b;
+
+  if (strcmp (driver, "nbd") == 0)
+    return nbd_backend_open (target, readonly, errmsg);
+  if (strcmp (driver, "file") != 0 && strcmp (driver, "host_device") != 0) {
+    set_errmsg (errmsg, "Parameter 'driver' does not accept value '%s'",
+                driver);
+    return NULL;
+  }
+
+  b = file_backend_open (target, readonly, defer_rw, errmsg);
+  if (b && strcmp (driver, "host_device") == 0 &&
+      strcmp (b->driver, "host_device") != 0) {
+    set_errmsg (errmsg, "'host_device' driver requires '%s' to be a "
+                "block device", target);
+    b->ops->close (b);
+    return NULL;
+  }
+  return b;
+}
+
+static void
+free_unlisted (struct disk *d)
+{
+  if (d) {
+    free (d->node);
+    free (d->path);
+  }
+  free (d);
+}
+
+/* Call with disks_lock held. */
+static int
+check_unique_locked (const char *node, char **errmsg)
+{
+  if (find_locked (node, false) == NULL)
+    return 0;
+  set_errmsg (errmsg, "Duplicate nodes with node-name='%s'", node);
+  return -1;
+}
+
+/* Appends d to the list unless its name was taken meanwhile. */
+static int
+insert_disk (struct disk *d, char **errmsg)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+  struct disk **pp;
+
+  if (check_unique_locked (d->node, errmsg) == -1)
+    return -1;
+  for (pp = &disks; *pp; pp = &(*pp)->next)
+    ;
+  *pp = d;
+  return 0;
+}
+
+static int
+add_disk (const char *node, const char *driver, const char *target,
+          bool readonly, bool defer_rw, char **errmsg)
+{
+  struct disk *d;
+
+  if (check_node_name (node, errmsg) == -1)
+    return -1;
+
+  /* Checked before opening too: opening an NBD URI can be slow. */
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+    if (check_unique_locked (node, errmsg) == -1)
+      return -1;
+  }
+
+  d = calloc (1, sizeof *d);
+  if (d == NULL || (d->node = strdup (node)) == NULL ||
+      (d->path = strdup (target)) == NULL) {
+    set_errmsg (errmsg, "%s", strerror (errno));
+    free_unlisted (d);
+    return -1;
+  }
+  d->b = open_backend (driver, target, readonly, defer_rw, errmsg);
+  if (d->b == NULL) {
+    free_unlisted (d);
+    return -1;
+  }
+  d->readonly = readonly;
+  d->size = d->b->size;
+  d->refs = 1;
+
+  if (insert_disk (d, errmsg) == -1) {
+    d->b->ops->close (d->b);
+    free_unlisted (d);
+    return -1;
+  }
+  nbdkit_debug ("qmpdisk: added disk %s (%s%s): %s, %" PRIu64 " bytes",
+                node, d->b->driver, readonly ? ", read-only" : "", target,
+                d->size);
+  return 0;
+}
+
+int
+disks_add (const char *node, const char *driver, const char *target,
+           bool readonly, char **errmsg)
+{
+  return add_disk (node, driver, target, readonly, false, errmsg);
+}
+
+int
+disks_add_from_cmdline (const char *node, const char *path, char **errmsg)
+{
+  return add_disk (node, "file", path, false, true, errmsg);
+}
+
+int
+disks_remove (const char *node, char **errmsg)
+{
+  struct disk *d, **pp;
+
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+    for (pp = &disks; *pp; pp = &(*pp)->next)
+      if (strcmp ((*pp)->node, node) == 0)
+        break;
+    d = *pp;
+    if (d == NULL) {
+      set_errmsg (errmsg, "Failed to find node with node-name='%s'", node);
+      return -1;
+    }
+    if (d->open_count > 0) {
+      set_errmsg (errmsg, "Node '%s' is busy: %u open connection%s",
+                  node, d->open_count, d->open_count == 1 ? "" : "s");
+      return -1;
+    }
+    *pp = d->next;
+    d->next = NULL;
+  }
+
+  nbdkit_debug ("qmpdisk: removed disk %s", node);
+  disks_put (d);                /* the registry's reference */
+  return 0;
+}
+
+int
+disks_resize (const char *node, uint64_t size, char **errmsg)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+  struct disk *d = find_locked (node, false);
+
+  if (d == NULL) {
+    set_errmsg (errmsg, "Cannot find device='' nor node-name='%s'", node);
+    return -1;
+  }
+  if (size == d->size)
+    return 0;
+  if (size > INT64_MAX) {
+    set_errmsg (errmsg, "Invalid size %" PRIu64 " for node '%s'",
+                size, node);
+    return -1;
+  }
+  if (d->readonly) {
+    set_errmsg (errmsg, "Block node is read-only");
+    return -1;
+  }
+
+  /* Under disks_lock so that concurrent resizes of one disk cannot
+   * store their sizes out of order.
+   */
+  if (d->b->ops->resize (d->b, size, errmsg) == -1)
+    return -1;
+  nbdkit_debug ("qmpdisk: resized disk %s from %" PRIu64 " to %" PRIu64,
+                node, d->size, size);
+  __atomic_store_n (&d->size, size, __ATOMIC_RELEASE);
+  return 0;
+}
+
+struct disk *
+disks_get (const char *name)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+  struct disk *d = find_locked (name, true);
+
+  if (d)
+    d->refs++;
+  return d;
+}
+
+void
+disks_put (struct disk *d)
+{
+  bool last;
+
+  if (d == NULL)
+    return;
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+    assert (d->refs > 0);
+    last = --d->refs == 0;
+  }
+  /* Unlisted by now: nobody else can find it. */
+  if (last)
+    free_disk (d);
+}
+
+void
+disks_foreach (void (*fn) (struct disk *d, void *opaque), void *opaque)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+  struct disk *d;
+
+  for (d = disks; d; d = d->next)
+    fn (d, opaque);
+}
+
+size_t
+disks_count (void)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+  struct disk *d;
+  size_t n = 0;
+
+  for (d = disks; d; d = d->next)
+    n++;
+  return n;
+}
+
+void
+disks_cleanup (void)
+{
+  struct disk *d, *next;
+
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+    d = disks;
+    disks = NULL;
+  }
+  for (; d; d = next) {
+    next = d->next;
+    d->next = NULL;
+    disks_put (d);
+  }
+}
+
+/* Makes d writable for a connection, or the connection read-only
+ * when the target may not be written, as nbdkit's file plugin does.
+ */
+static int
+open_for_writing (struct disk *d, bool *readonly)
+{
+  CLEANUP_FREE char *msg = NULL;
+  int err;
+
+  if (d->b->ops->open_rw (d->b, &msg) == 0)
+    return 0;
+  err = errno;
+  if (err == EACCES || err == EPERM || err == EROFS) {
+    nbdkit_debug ("qmpdisk: %s: %s: serving it read-only",
+                  d->node, msg ? msg : strerror (err));
+    *readonly = true;
+    return 0;
+  }
+  nbdkit_error ("%s: %s", d->node, msg ? msg : strerror (err));
+  nbdkit_set_error (err);
+  return -1;
+}
+
+struct disk *
+disks_open (const char *name, bool *readonly)
+{
+  struct disk *d;
+  bool empty;
+
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+    d = find_locked (name, true);
+    empty = disks == NULL;
+    if (d) {
+      d->refs++;
+      __atomic_store_n (&d->open_count, d->open_count + 1, __ATOMIC_RELEASE);
+    }
+  }
+  if (d == NULL) {
+    if (empty)
+      nbdkit_error ("no disks: add one with blockdev-add first");
+    else
+      nbdkit_error ("unknown export '%s': not a node name", name);
+    nbdkit_set_error (ENOENT);
+    return NULL;
+  }
+
+  if (d->readonly)
+    *readonly = true;
+  if (!*readonly && open_for_writing (d, readonly) == -1) {
+    disks_close (d);
+    return NULL;
+  }
+  return d;
+}
+
+void
+disks_close (struct disk *d)
+{
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+    assert (d->open_count > 0);
+    __atomic_store_n (&d->open_count, d->open_count - 1, __ATOMIC_RELEASE);
+  }
+  disks_put (d);
+}
+
+const char *
+disk_node (const struct disk *d)
+{
+  return d->node;
+}
+
+const char *
+disk_path (const struct disk *d)
+{
+  return d->path;
+}
+
+const char *
+disk_driver (const struct disk *d)
+{
+  return d->b->driver;
+}
+
+bool
+disk_readonly (const struct disk *d)
+{
+  return d->readonly;
+}
+
+uint64_t
+disk_size (const struct disk *d)
+{
+  return __atomic_load_n (&d->size, __ATOMIC_ACQUIRE);
+}
+
+unsigned
+disk_open_count (const struct disk *d)
+{
+  return __atomic_load_n (&d->open_count, __ATOMIC_ACQUIRE);
+}
+
+struct backend *
+disk_backend (const struct disk *d)
+{
+  return d->b;
+}

@@ -1,0 +1,309 @@
+#include <config.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include "cleanup.h"
+#include "qmp.h"
+#include "peer.h"
+#include "server.h"
+#include "disks.h"
+#include "monitor.h"
+
+static char *qmp_path;
+static const struct qmp_node_hooks *hooks;   /* the filter's, if any */
+
+int
+monitor_config (const char *key, const char *value, int *r)
+{
+  if (strcmp (key, "qmp") != 0)
+    return 0;
+  free (qmp_path);
+  qmp_path = nbdkit_absolute_path (value);
+  *r = qmp_path ? 0 : -1;
+  return 1;
+}
+
+static void
+describe_disk (struct disk *d, void *list)
+{
+  json_array_append_new (list, json_pack (
+    "{s:s,s:s,s:s,s:b,s:{s:I,s:s,s:s}}",
+    "node-name", disk_node (d),
+    "drv", disk_driver (d),
+    "file", disk_path (d),
+    "ro", disk_readonly (d),
+    "image",
+    "virtual-size", (json_int_t) disk_size (d),
+    "filename", disk_path (d),
+    "format", disk_driver (d)));
+}
+
+static json_t *
+list_nodes (void)
+{
+  json_t *list = json_array ();
+
+  disks_foreach (describe_disk, list);
+  return list;
+}
+
+/* A monitor of our own, or the filter's that serves our commands. */
+bool
+monitor_present (void)
+{
+  return qmp_path != NULL || qmp_attached ();
+}
+
+static json_t *
+query_named_block_nodes (json_t *args, struct qmp_error *err)
+{
+  return list_nodes ();
+}
+
+/* An NBD server as QEMU's SocketAddress names it, as a libnbd URI. */
+static char *
+nbd_uri (json_t *server, const char *export, struct qmp_error *err)
+{
+  const char *type = qmp_arg_str (server, "type", "");
+  char *uri = NULL;
+  int r = -1;
+
+  if (strcmp (type, "unix") == 0 && qmp_arg_str (server, "path", NULL))
+    r = asprintf (&uri, "nbd+unix:///%s?socket=%s", export,
+                  qmp_arg_str (server, "path", NULL));
+  else if (strcmp (type, "inet") == 0 && qmp_arg_str (server, "host", NULL))
+    r = asprintf (&uri, "nbd://%s:%s/%s", qmp_arg_str (server, "host", NULL),
+                  qmp_arg_str (server, "port", "10809"), export);
+  else {
+    qmp_error (err, "Parameter 'server' must be {\"type\": \"unix\", "
+               "\"path\": ...} or {\"type\": \"inet\", \"host\": ..., "
+               "\"port\": ...}");
+    return NULL;
+  }
+  if (r == -1) {
+    qmp_error (err, "out of memory");
+    return NULL;
+  }
+  return uri;
+}
+
+static json_t *
+blockdev_add (json_t *args, struct qmp_error *err)
+{
+  const char *driver = qmp_arg_str (args, "driver", NULL);
+  const char *node = qmp_arg_str (args, "node-name", NULL);
+  bool readonly = qmp_arg_bool (args, "read-only", false);
+  CLEANUP_FREE char *target = NULL, *errmsg = NULL, *why = NULL;
+
+  if (strcmp (driver, "nbd") == 0) {
+    if (!json_object_get (args, "server")) {
+      qmp_error (err, "Parameter 'server' is missing");
+      return NULL;
+    }
+    target = nbd_uri (json_object_get (args, "server"),
+                      qmp_arg_str (args, "export", ""), err);
+    if (target == NULL)
+      return NULL;
+  }
+  else if (strcmp (driver, "file") == 0 || strcmp (driver, "host_device") == 0) {
+    if (!qmp_arg_str (args, "filename", NULL)) {
+      qmp_error (err, "Parameter 'filename' is missing");
+      return NULL;
+    }
+    target = strdup (qmp_arg_str (args, "filename", NULL));
+  }
+  else {
+    qmp_error (err, "Parameter 'driver' does not accept value '%s'", driver);
+    return NULL;
+  }
+  if (disks_add (node, driver, target, readonly, &errmsg) == -1) {
+    qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
+    return NULL;
+  }
+  if (hooks) {
+    struct disk *d = disks_get (node);
+    bool ok = hooks->added (node, disk_size (d), &why);
+    disks_put (d);
+    if (!ok) {
+      disks_remove (node, NULL);
+      qmp_error (err, "%s", why ? why : "refused by the checkpoint filter");
+      return NULL;
+    }
+  }
+  return json_object ();
+}
+
+static json_t *
+blockdev_del (json_t *args, struct qmp_error *err)
+{
+  const char *node = qmp_arg_str (args, "node-name", NULL);
+  CLEANUP_FREE char *errmsg = NULL, *why = NULL;
+  struct disk *d = disks_get (node);
+
+  if (d == NULL || strcmp (node, "") == 0) {
+    if (d)
+      disks_put (d);
+    qmp_error (err, "Failed to find node with node-name='%s'", node);
+    return NULL;
+  }
+  disks_put (d);
+  if (hooks && !hooks->may_remove (node, &why)) {
+    qmp_error (err, "%s", why ? why : "Node is in use");
+    return NULL;
+  }
+  if (disks_remove (node, &errmsg) == -1) {
+    qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
+    return NULL;
+  }
+  if (hooks)
+    hooks->removed (node);
+  return json_object ();
+}
+
+static json_t *
+block_resize (json_t *args, struct qmp_error *err)
+{
+  const char *node = qmp_arg_str (args, "node-name",
+                                  qmp_arg_str (args, "device", NULL));
+  int64_t size = qmp_arg_int (args, "size", 0);
+  CLEANUP_FREE char *errmsg = NULL, *why = NULL;
+  struct disk *d;
+
+  if (node == NULL) {
+    qmp_error (err, "Either device or node-name must be set");
+    return NULL;
+  }
+  d = node[0] ? disks_get (node) : NULL;
+  if (d == NULL) {
+    qmp_error (err, "Cannot find device='%s' nor node-name='%s'", node, node);
+    return NULL;
+  }
+  disks_put (d);
+  if (hooks && !hooks->may_resize (node, size, &why)) {
+    qmp_error (err, "%s", why ? why : "Node is in use");
+    return NULL;
+  }
+  if (disks_resize (node, size, &errmsg) == -1) {
+    qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
+    return NULL;
+  }
+  if (hooks)
+    hooks->resized (node, size);
+  return json_object ();
+}
+
+static const struct qmp_arg blockdev_add_args[] = {
+  { "driver", QMP_STR, false },
+  { "node-name", QMP_STR, false },
+  { "filename", QMP_STR, true },
+  { "server", QMP_OBJECT, true },
+  { "export", QMP_STR, true },
+  { "read-only", QMP_BOOL, true },
+  { NULL }
+};
+
+static const struct qmp_arg blockdev_del_args[] = {
+  { "node-name", QMP_STR, false },
+  { NULL }
+};
+
+static const struct qmp_arg block_resize_args[] = {
+  { "device", QMP_STR, true },
+  { "node-name", QMP_STR, true },
+  { "size", QMP_UINT64, false },
+  { NULL }
+};
+
+static const struct qmp_arg query_nodes_args[] = {
+  { "flat", QMP_BOOL, true },
+  { NULL }
+};
+
+static const struct qmp_command commands[] = {
+  { "blockdev-add", blockdev_add_args, blockdev_add },
+  { "blockdev-del", blockdev_del_args, blockdev_del },
+  { "block_resize", block_resize_args, block_resize },
+  { "query-named-block-nodes", query_nodes_args, query_named_block_nodes },
+  { NULL }
+};
+
+static const struct qmp_command_set command_set = { "qmpdisk", commands };
+
+void
+monitor_register (void)
+{
+  qmp_register_commands (&command_set);
+}
+
+/* Services for the checkpoint filter (see common/qmp/peer.h). */
+
+static char *
+resolve_export (const char *name)
+{
+  struct disk *d = disks_get (name);
+  char *node;
+
+  if (d == NULL)
+    return NULL;
+  node = strdup (disk_node (d));
+  disks_put (d);
+  return node;
+}
+
+static bool
+node_size (const char *node, uint64_t *size)
+{
+  struct disk *d = node[0] ? disks_get (node) : NULL;
+
+  if (d == NULL)
+    return false;
+  *size = disk_size (d);
+  disks_put (d);
+  return true;
+}
+
+static void
+set_node_hooks (const struct qmp_node_hooks *h)
+{
+  hooks = h;
+}
+
+static const struct qmp_disk_services disk_services = {
+  .list_nodes = list_nodes,
+  .resolve_export = resolve_export,
+  .node_size = node_size,
+  .set_node_hooks = set_node_hooks,
+};
+
+__attribute__ ((visibility ("default")))
+const struct qmp_peer qmpdisk_peer_v1 = {
+  .version = QMP_PEER_VERSION,
+  .commands = &command_set,
+  .attach = qmp_attach,
+  .disks = &disk_services,
+};
+
+int
+monitor_get_ready (void)
+{
+  return qmp_path ? qmp_server_listen (qmp_path) : 0;
+}
+
+int
+monitor_after_fork (void)
+{
+  return qmp_server_start ();
+}
+
+void
+monitor_cleanup (void)
+{
+  qmp_server_stop ();
+  free (qmp_path);
+  qmp_path = NULL;
+}
