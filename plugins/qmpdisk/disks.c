@@ -17,6 +17,7 @@
 
 #include "cleanup.h"
 #include "disks.h"
+#include "qmpdisk.h"
 
 struct disk {
   struct disk *next;            /* list link; disks_lock */
@@ -220,7 +221,7 @@ disks_add (const char *node, const char *driver, const char *target,
 int
 disks_add_from_cmdline (const char *node, const char *path, char **errmsg)
 {
-  return add_disk (node, "file", path, false, true, errmsg);
+  return add_disk (node, "file", path, server_readonly (), true, errmsg);
 }
 
 int

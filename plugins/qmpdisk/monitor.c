@@ -69,20 +69,36 @@ query_named_block_nodes (json_t *args, struct qmp_error *err)
 static char *
 nbd_uri (json_t *server, const char *export, struct qmp_error *err)
 {
+  static const struct qmp_arg unix_args[] = {
+    { "type", QMP_STR, false },
+    { "path", QMP_STR, false },
+    { NULL }
+  };
+  static const struct qmp_arg inet_args[] = {
+    { "type", QMP_STR, false },
+    { "host", QMP_STR, false },
+    { "port", QMP_STR, false },
+    { NULL }
+  };
   const char *type = qmp_arg_str (server, "type", "");
   char *uri = NULL;
-  int r = -1;
+  int r;
 
-  if (strcmp (type, "unix") == 0 && qmp_arg_str (server, "path", NULL))
+  if (strcmp (type, "unix") == 0) {
+    if (!qmp_check_args (unix_args, server, "server.", err))
+      return NULL;
     r = asprintf (&uri, "nbd+unix:///%s?socket=%s", export,
-                  qmp_arg_str (server, "path", NULL));
-  else if (strcmp (type, "inet") == 0 && qmp_arg_str (server, "host", NULL))
-    r = asprintf (&uri, "nbd://%s:%s/%s", qmp_arg_str (server, "host", NULL),
-                  qmp_arg_str (server, "port", "10809"), export);
+                  qmp_arg_str (server, "path", ""));
+  }
+  else if (strcmp (type, "inet") == 0) {
+    if (!qmp_check_args (inet_args, server, "server.", err))
+      return NULL;
+    r = asprintf (&uri, "nbd://%s:%s/%s", qmp_arg_str (server, "host", ""),
+                  qmp_arg_str (server, "port", ""), export);
+  }
   else {
-    qmp_error (err, "Parameter 'server' must be {\"type\": \"unix\", "
-               "\"path\": ...} or {\"type\": \"inet\", \"host\": ..., "
-               "\"port\": ...}");
+    qmp_error (err, "Parameter 'server.type' does not accept value '%s'",
+               type);
     return NULL;
   }
   if (r == -1) {

@@ -2,6 +2,8 @@
 #ifndef QMPDISK_QMPDISK_H
 #define QMPDISK_QMPDISK_H
 
+#include <stdbool.h>
+
 /* A plugin with API version 2 cannot learn the export name of a
  * shared context (nbdkit_next_context_open with shared=1): .open has
  * no such parameter and nbdkit_export_name returns NULL there.  A
@@ -11,5 +13,8 @@
  * forget it without opening (e.g. after a failed open).
  */
 extern void qmpdisk_set_open_export (const char *name);
+
+/* Was nbdkit started with -r (readonly.c)? */
+extern bool server_readonly (void);
 
 #endif /* QMPDISK_QMPDISK_H */
