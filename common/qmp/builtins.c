@@ -7,6 +7,8 @@
 #include "qmp.h"
 #include "internal.h"
 
+bool qmp_shutting_down;
+
 static json_t *
 query_version (json_t *args, struct qmp_error *err)
 {
@@ -28,10 +30,14 @@ query_commands (json_t *args, struct qmp_error *err)
 /* nbdkit then closes connections and calls .cleanup, which saves
  * state and stops the monitor after this reply has gone out.
  */
+/* nbdkit waits for NBD clients to leave before .cleanup; until then
+ * the monitor refuses new clients and further commands.
+ */
 static json_t *
 quit (json_t *args, struct qmp_error *err)
 {
   nbdkit_debug ("qmp: quit");
+  __atomic_store_n (&qmp_shutting_down, true, __ATOMIC_SEQ_CST);
   nbdkit_shutdown ();
   return json_object ();
 }

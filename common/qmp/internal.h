@@ -2,6 +2,7 @@
 #ifndef NC_QMP_INTERNAL_H
 #define NC_QMP_INTERNAL_H
 
+#include <stdbool.h>
 #include <jansson.h>
 #include "peer.h"
 
@@ -10,5 +11,7 @@ extern const struct qmp_host *qmp_local_host (void);
 extern void qmp_server_emit_event (const char *name, json_t *data);
 extern json_t *qmp_event_new (const char *name, json_t *data);
 extern void qmp_register_builtins (void);
+/* Set by quit: refuse further commands and clients. */
+extern bool qmp_shutting_down;
 
 #endif /* NC_QMP_INTERNAL_H */

@@ -319,7 +319,10 @@ accept_loop (void *arg)
         nbdkit_debug ("qmp: accept: %m");
       continue;
     }
-    add_client (fd);
+    if (__atomic_load_n (&qmp_shutting_down, __ATOMIC_SEQ_CST))
+      close (fd);               /* after quit: no new clients */
+    else
+      add_client (fd);
   }
   return NULL;
 }

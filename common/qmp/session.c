@@ -150,6 +150,10 @@ execute (struct qmp_session *s, const char *name, json_t *args,
                    "'qmp_capabilities'");
     return NULL;
   }
+  if (__atomic_load_n (&qmp_shutting_down, __ATOMIC_SEQ_CST)) {
+    qmp_error (err, "nbdkit is shutting down");
+    return NULL;
+  }
   cmd = qmp_find_command (name);
   if (cmd == NULL) {
     qmp_error_set (err, QMP_ERROR_COMMAND_NOT_FOUND,

@@ -1,0 +1,247 @@
+# Common functions of the nbdkit-checkpoint tests, sourced by each
+# test-*.sh (bash).  make check exports PLUGIN, FILTER, srcdir,
+# abs_srcdir and a PATH that starts with /usr/bin (whose python3 has
+# the nbd module that nbdsh needs).
+
+: "${srcdir:=$(dirname "$0")}"
+: "${abs_srcdir:=$(cd "$srcdir" && pwd)}"
+export PYTHONPATH="$abs_srcdir${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="/usr/bin:$PATH"
+export PYTHONDONTWRITEBYTECODE=1
+PY=/usr/bin/python3
+QMP="$PY $abs_srcdir/qmp-client.py"
+
+# cleanup_fn CMD [ARGS]: run CMD when the script exits for any reason.
+declare -a _cleanup_hooks
+cleanup_fn ()
+{
+    _cleanup_hooks[${#_cleanup_hooks[@]}]="$*"
+}
+
+_run_cleanup_hooks ()
+{
+    local status=$? i
+    set +e
+    trap '' INT QUIT TERM EXIT ERR
+    echo "$0: run cleanup hooks: exit code $status"
+    # Newest first: stop servers before removing their directory.
+    for (( i = ${#_cleanup_hooks[@]} - 1; i >= 0; --i )); do
+        ${_cleanup_hooks[i]}
+    done
+    exit $status
+}
+trap _run_cleanup_hooks INT QUIT TERM EXIT ERR
+
+# skip MSG: exit 77 (skipped), but a skip in CI is a failure: no
+# end-to-end test may silently not run there.
+skip ()
+{
+    if [ "$CI" = "true" ]; then
+        echo "$0: FAIL (CI=true, cannot skip): $*" >&2
+        exit 1
+    fi
+    echo "$0: test skipped: $*"
+    exit 77
+}
+
+# requires CMD [ARGS]: skip unless CMD ARGS runs successfully.
+requires ()
+{
+    ( "$@" ) </dev/null >/dev/null 2>&1 || skip "'$*' failed"
+}
+
+# requires_built FILE...: the plugin, filter or helper was built.
+requires_built ()
+{
+    local f
+    for f in "$@"; do
+        [ -n "$f" ] || skip "PLUGIN or FILTER not set: run under make check"
+        [ -f "$f" ] || skip "$f not built"
+    done
+}
+
+fail ()
+{
+    echo "$0: FAIL: $*" >&2
+    exit 1
+}
+
+# assert_eq ACTUAL EXPECTED [WHAT]
+assert_eq ()
+{
+    if [ "$1" != "$2" ]; then
+        fail "${3:-value}: expected '$2', got '$1'"
+    fi
+}
+
+# assert_grep PATTERN FILE: FILE contains the extended regexp.
+assert_grep ()
+{
+    grep -qE -- "$1" "$2" || {
+        echo "--- $2:" >&2; cat "$2" >&2
+        fail "'$1' not found in $2"
+    }
+}
+
+# tmpdir: a fresh short directory in $tmp (Unix socket paths are
+# limited to 107 bytes), removed at exit.
+tmpdir ()
+{
+    tmp="$(mktemp -d /tmp/nc-XXXXXX)"
+    cleanup_fn rm -rf "$tmp"
+}
+
+sha ()
+{
+    sha256sum < "$1" | cut -d' ' -f1
+}
+
+# allocated FILE: bytes actually allocated on disk.
+allocated ()
+{
+    echo $(( $(stat -c '%b * %B' "$1") ))
+}
+
+# start_nbdkit NAME NBDKIT-ARGS...
+#
+# Runs nbdkit in the foreground in the background (so that wait gives
+# its exit status) with -P $tmp/NAME.pid and -U $tmp/NAME.sock (unless
+# -p is among the arguments), logging to $tmp/NAME.log, and waits
+# until the pidfile and the qmp= socket (if any) exist.  Sets pid
+# (also in $tmp/NAME.pid), sock and log; the cleanup kills this
+# process only.  Fails if nbdkit exits first.  --exit-with-parent:
+# nothing outlives a test killed with SIGKILL.
+start_nbdkit ()
+{
+    local name="$1" qmpsock="" a i
+    local -a listen
+    shift
+    sock="$tmp/$name.sock"
+    listen=(-U "$sock")
+    for a in "$@"; do
+        case "$a" in
+            qmp=*) qmpsock="${a#qmp=}" ;;
+            -p|--port|--port=*) listen=(); sock="" ;; # TCP instead
+        esac
+    done
+    log="$tmp/$name.log"
+    rm -f "$tmp/$name.pid"
+    nbdkit -f --exit-with-parent -P "$tmp/$name.pid" "${listen[@]}" \
+           ${NC_VERBOSE:+-v} "$@" 2>"$log" &
+    pid=$!
+    cleanup_fn kill_nbdkit "$pid" "$log"
+    for (( i = 0; i < 200; ++i )); do
+        if [ -s "$tmp/$name.pid" ] &&
+           { [ -z "$qmpsock" ] || [ -S "$qmpsock" ]; }; then
+            assert_eq "$(cat "$tmp/$name.pid")" "$pid" "pidfile of $name"
+            return 0
+        fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            cat "$log" >&2
+            fail "nbdkit $name exited during start-up"
+        fi
+        sleep 0.05
+    done
+    cat "$log" >&2
+    fail "nbdkit $name did not start in 10 s"
+}
+
+# kill_nbdkit PID [LOG]: stop one nbdkit started by start_nbdkit (it
+# may have exited already).  When the test is failing, show its log.
+kill_nbdkit ()
+{
+    local p="$1" i
+    if kill -0 "$p" 2>/dev/null; then
+        kill "$p"
+        for (( i = 0; i < 100; ++i )); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.05
+        done
+        if kill -0 "$p" 2>/dev/null; then
+            echo "$0: nbdkit $p did not exit on SIGTERM, killing it" >&2
+            kill -9 "$p"
+        fi
+    fi
+    wait "$p" 2>/dev/null
+    if [ -n "$2" ] && [ -s "$2" ] && [ "${status:-0}" != 0 ]; then
+        echo "--- $2:" >&2; tail -n 50 "$2" >&2
+    fi
+    return 0
+}
+
+# wait_exit PID [SECONDS]: wait for nbdkit to exit by itself and set
+# exit_status to its exit status.  Fails if it does not exit in time.
+# (Not in $(...): only this shell can wait for its children.)
+wait_exit ()
+{
+    local p="$1" n="${2:-10}" i
+    for (( i = 0; i < n * 20; ++i )); do
+        if ! kill -0 "$p" 2>/dev/null; then
+            exit_status=0
+            wait "$p" || exit_status=$?
+            return 0
+        fi
+        sleep 0.05
+    done
+    fail "nbdkit $p did not exit within $n s"
+}
+
+# nbd_uri NODE [SOCK]
+nbd_uri ()
+{
+    echo "nbd+unix:///$1?socket=${2:-$sock}"
+}
+
+# qio URI QEMU-IO-COMMANDS...: run qemu-io -f raw on URI with each
+# argument as one -c command; fails if any command fails.
+qio ()
+{
+    local uri="$1" c
+    local -a cmds=()
+    shift
+    for c in "$@"; do cmds+=(-c "$c"); done
+    qemu-io -f raw "$uri" "${cmds[@]}" > "$tmp/qio.out" 2>&1 || {
+        cat "$tmp/qio.out" >&2
+        fail "qemu-io $uri $*"
+    }
+    if grep -qiE 'failed|error' "$tmp/qio.out"; then
+        cat "$tmp/qio.out" >&2
+        fail "qemu-io $uri $*"
+    fi
+}
+
+# qmp_get SOCKET COMMAND [JSON-ARGS] [PYTHON-EXPR]: run a command and
+# print PYTHON-EXPR evaluated with r = the return value (default: r as
+# JSON).
+qmp_get ()
+{
+    $PY - "$@" <<'PYEOF'
+import json, sys, importlib
+qmp = importlib.import_module("qmp-client")
+sock, name = sys.argv[1], sys.argv[2]
+args = json.loads(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else None
+expr = sys.argv[4] if len(sys.argv) > 4 else "json.dumps(r)"
+with qmp.QMP(sock) as m:
+    r = m.command(name, args)
+print(eval(expr))
+PYEOF
+}
+
+# exports [SOCK]: "NAME SIZE" per export as nbdinfo --list shows them
+# ("" for the empty name), sorted.
+exports ()
+{
+    local json
+    json="$(nbdinfo --list --json "nbd+unix://?socket=${1:-$sock}")" ||
+        fail "nbdinfo --list failed"
+    echo "$json" | $PY -c '
+import json, sys
+for e in json.load(sys.stdin)["exports"]:
+    print("%s %d" % (e["export-name"] or "\"\"", e["export-size"]))' | sort
+}
+
+# size URI: the export size as a client sees it.
+size ()
+{
+    nbdinfo --size "$1"
+}
