@@ -149,6 +149,11 @@ init_disks (struct backup *b, json_t *disks, struct qmp_error *err)
     b->nr_disks++;
     if (backup_disk_init (b, &b->disks[i], n, export, err) == -1)
       return -1;
+    if (b->disks[i].export[0] == '\0' ||
+        strlen (b->disks[i].export) > 4096) {
+      qmp_error (err, "Export name must be 1 to 4096 bytes");
+      return -1;
+    }
     if (backup_export_taken (b->disks[i].export)) {
       qmp_error (err, "Export '%s' already exists", b->disks[i].export);
       return -1;

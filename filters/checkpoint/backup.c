@@ -246,6 +246,11 @@ backup_open (const char *name)
   for (b = backups; b; b = b->next)
     for (i = 0; i < b->nr_disks; i++)
       if (strcmp (b->disks[i].export, name) == 0) {
+        if (__atomic_load_n (&b->failed, __ATOMIC_SEQ_CST)) {
+          nbdkit_error ("checkpoint: backup %s has failed "
+                        "(see query-backups)", b->id);
+          return NULL;
+        }
         b->connections++;
         return &b->disks[i];
       }
@@ -274,6 +279,7 @@ backup_list_exports (struct nbdkit_exports *exports)
   size_t i;
 
   for (b = backups; b; b = b->next)
-    for (i = 0; i < b->nr_disks; i++)
-      nbdkit_add_export (exports, b->disks[i].export, "backup export");
+    if (!__atomic_load_n (&b->failed, __ATOMIC_SEQ_CST))
+      for (i = 0; i < b->nr_disks; i++)
+        nbdkit_add_export (exports, b->disks[i].export, "backup export");
 }

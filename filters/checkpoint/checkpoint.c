@@ -244,6 +244,15 @@ checkpoint_open (nbdkit_next_open *next, nbdkit_context *ctx,
     }
     return h;
   }
+  /* Node names never hold '@': such a name is a backup export that
+   * has ended (or never was), and must not reach the live disk.
+   */
+  if (strchr (exportname, '@')) {
+    nbdkit_error ("checkpoint: no such export '%s' (ended backup?)",
+                  exportname);
+    free (h);
+    return NULL;
+  }
   if (next (ctx, readonly, exportname) == -1) {
     free (h);
     return NULL;
