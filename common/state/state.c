@@ -272,6 +272,14 @@ int
 state_write (const char *dir, const char *name, uint32_t kind,
              const void *payload, size_t len)
 {
+  return state_write_flags (dir, name, kind, payload, len, 0);
+}
+
+int
+state_write_flags (const char *dir, const char *name, uint32_t kind,
+                   const void *payload, size_t len, unsigned flags)
+{
+  bool sync = !(flags & STATE_NO_SYNC);
   uint8_t hdr[STATE_HEADER_SIZE];
   char tmp[STATE_NAME_MAX + 64];
   CLEANUP_CLOSE int dfd = -1;
@@ -294,13 +302,13 @@ state_write (const char *dir, const char *name, uint32_t kind,
     return -1;
   if (write_full (fd, hdr, sizeof hdr) == -1 ||
       write_full (fd, payload, len) == -1 ||
-      fsync (fd) == -1)
+      (sync && fsync (fd) == -1))
     return discard_temp (dfd, tmp, fd);
   /* close can report a delayed write error (e.g. on NFS). */
   if (close (fd) == -1 ||
       renameat (dfd, tmp, dfd, name) == -1)
     return discard_temp (dfd, tmp, -1);
-  return fsync (dfd);
+  return sync ? fsync (dfd) : 0;
 }
 
 /* Reads and checks a whole state file from FD. */

@@ -52,6 +52,16 @@ extern int state_dir_open (const char *path);
 extern int state_write (const char *dir, const char *name, uint32_t kind,
                         const void *payload, size_t len);
 
+/* Like state_write.  With STATE_NO_SYNC the replacement is still
+ * atomic (a reader sees the old or the new file, never a mix) but not
+ * durable: after a power loss or kernel crash either may be there.  For
+ * files whose loss is harmless, to spare two fsyncs.
+ */
+#define STATE_NO_SYNC 1
+extern int state_write_flags (const char *dir, const char *name,
+                              uint32_t kind, const void *payload,
+                              size_t len, unsigned flags);
+
 /* Read DIR/NAME, which must be of type KIND.  Returns 0 and sets
  * *PAYLOAD (malloc'ed, to be freed by the caller; never NULL) and *LEN.
  * Returns -1 with errno ENOENT if the file is missing, EBADMSG if it is

@@ -127,7 +127,7 @@ load_entries (struct node *n, struct state_reader *r, uint32_t nr,
 int
 persist_load_node (struct node *n, char **why)
 {
-  CLEANUP_FREE char *name = NULL, *boot_id = NULL;
+  CLEANUP_FREE char *name = NULL;
   CLEANUP_FREE void *data = NULL;
   struct state_reader r;
   uint64_t size = 0;
@@ -150,7 +150,6 @@ persist_load_node (struct node *n, char **why)
   }
   state_reader_init (&r, data, len);
   state_get_u64 (&r, &size);
-  state_get_string (&r, &boot_id);
   state_get_u32 (&r, &nr);
   if (r.err == 0 && size != n->size)
     return size_mismatch (n, size, why);
@@ -164,7 +163,9 @@ persist_load_node (struct node *n, char **why)
                   "bitmaps are dropped", persist_dir (), name);
     return 0;
   }
-  /* In use from now on, until saved cleanly. */
-  persist_save_node (n, false);
+  /* In use from now on, until saved cleanly: durably, or a crash could
+   * leave a file that still says "clean" under changed bits.
+   */
+  persist_save_node (n, false, true);
   return 0;
 }

@@ -43,15 +43,20 @@ persist_enabled (void)
   return state_dir != NULL;
 }
 
+/* DURABLE: fsync'd.  Saves while running need not be: their files
+ * say "in use", so losing one to a power cut loses nothing that a
+ * crash would not make inconsistent anyway.
+ */
 static int
-save (const char *name, uint32_t kind, struct state_buf *b)
+save (const char *name, uint32_t kind, struct state_buf *b, bool durable)
 {
   int r = -1;
 
   if (b->err)
     errno = b->err;
   else
-    r = state_write (state_dir, name, kind, b->data, b->len);
+    r = state_write_flags (state_dir, name, kind, b->data, b->len,
+                           durable ? 0 : STATE_NO_SYNC);
   if (r == -1)
     nbdkit_error ("checkpoint: saving %s/%s: %m", state_dir, name);
   state_buf_free (b);
@@ -60,7 +65,7 @@ save (const char *name, uint32_t kind, struct state_buf *b)
 
 /* checkpoints: count, then each one, then the current one's name. */
 static void
-save_checkpoints (void)
+save_checkpoints (bool durable)
 {
   struct state_buf b = STATE_BUF_INIT;
   struct checkpoint *c;
@@ -82,7 +87,7 @@ save_checkpoints (void)
   }
   c = checkpoints_current ();
   state_put_string (&b, c ? c->name : "");
-  save ("checkpoints", KIND_CHECKPOINTS, &b);
+  save ("checkpoints", KIND_CHECKPOINTS, &b, durable);
 }
 
 static char *
@@ -127,18 +132,17 @@ save_bits (const struct node *n, uint32_t i, const struct dirty_bitmap *d)
   }
   b.data = data;
   b.len = b.cap = len;
-  return save (name, KIND_BITMAP, &b) == 0;
+  return save (name, KIND_BITMAP, &b, true) == 0;
 }
 
 /* node.NODE, oldest bitmap first so that loading keeps the order. */
 void
-persist_save_node (struct node *n, bool clean)
+persist_save_node (struct node *n, bool clean, bool durable)
 {
   CLEANUP_FREE char *name = node_file (n);
   struct state_buf b = STATE_BUF_INIT;
   struct dirty_bitmap *d, **list;
   uint32_t nr = nr_persistent (n), i = 0, j;
-  char boot_id[64] = "";
 
   if (name == NULL)
     return;
@@ -152,9 +156,7 @@ persist_save_node (struct node *n, bool clean)
   for (d = n->bitmaps; d; d = d->next)
     if (d->persistent)
       list[nr - ++i] = d;
-  state_boot_id (boot_id);
   state_put_u64 (&b, n->size);
-  state_put_string (&b, boot_id);
   state_put_u32 (&b, nr);
   for (j = 0; j < nr; j++) {
     bool ok = !list[j]->inconsistent && (!clean || save_bits (n, j, list[j]));
@@ -167,19 +169,19 @@ persist_save_node (struct node *n, bool clean)
   /* Last, so that a file says "clean" only once its bits are saved. */
   state_put_u8 (&b, clean);
   free (list);
-  save (name, KIND_NODE, &b);
+  save (name, KIND_NODE, &b, durable);
 }
 
 static void
 save_node_dirty (struct node *n, void *opaque)
 {
-  persist_save_node (n, false);
+  persist_save_node (n, false, false);
 }
 
 static void
 save_node_clean (struct node *n, void *opaque)
 {
-  persist_save_node (n, true);
+  persist_save_node (n, true, true);
 }
 
 void
@@ -187,7 +189,7 @@ persist_save_metadata (void)
 {
   if (!state_dir)
     return;
-  save_checkpoints ();
+  save_checkpoints (false);
   nodes_foreach (save_node_dirty, NULL);
 }
 
@@ -196,7 +198,7 @@ persist_save_all (void)
 {
   if (!state_dir)
     return;
-  save_checkpoints ();
+  save_checkpoints (true);
   nodes_foreach (save_node_clean, NULL);
 }
 
@@ -204,7 +206,7 @@ void
 persist_save_node_clean (struct node *n)
 {
   if (state_dir)
-    persist_save_node (n, true);
+    persist_save_node (n, true, true);
 }
 
 static int

@@ -9,7 +9,10 @@
  * The bits are written when nbdkit shuts down cleanly (or the node is
  * removed).  While nbdkit runs, node.NODE says "in use", as QEMU's
  * in-use flag does: after a crash its bitmaps load as inconsistent.
- * (Crash-safe bitmaps are a later step; see TODO.)
+ * So only the in-use mark (written when a node loads) and the clean
+ * save need fsync; changes while running are replaced atomically but
+ * not synced, to keep checkpoint-create fast.  (Crash-safe bitmaps are
+ * a later step; see TODO.)
  *
  * All functions run with the monitor lock held (or single threaded at
  * start and stop).  Errors go to nbdkit_error; a failure to save
