@@ -140,6 +140,10 @@ merge_action (struct txn *t, json_t *args, struct qmp_error *err)
     d = merge_source (src, node, err);
     if (d == NULL)
       return NULL;
+    if (bitmap_size (d->bm) != bitmap_size (target->bm)) {
+      qmp_error (err, "Bitmaps are incompatible and can't be merged");
+      return NULL;
+    }
     if (d != target && bitmaps_merge (t, n, target, d->bm) == -1)
       return done (-1, err);
   }

@@ -187,10 +187,13 @@ bitmaps_add (struct txn *t, struct node *n, const char *name,
   return 0;
 }
 
-/* Removal keeps the bitmap until the txn ends, to put it back. */
+/* Removal takes effect when the txn commits, as in QEMU: until then
+ * the bitmap is still there and busy, so that a later action of the
+ * same transaction cannot reuse its name or change it.
+ */
 struct remove_undo {
   struct node *node;
-  struct dirty_bitmap *d, *after;       /* AFTER: its predecessor */
+  struct dirty_bitmap *d;
   bool undone;
 };
 
@@ -199,25 +202,20 @@ undo_remove (void *p)
 {
   struct remove_undo *u = p;
 
-  if (u->after) {
-    u->d->next = u->after->next;
-    u->after->next = u->d;
-  }
-  else {
-    u->d->next = u->node->bitmaps;
-    u->node->bitmaps = u->d;
-  }
-  nodes_update_recording (u->node);
+  u->d->users--;
   u->undone = true;
 }
 
+/* Runs before the barrier is lowered, so no write sees it go. */
 static void
 done_remove (void *p)
 {
   struct remove_undo *u = p;
 
-  if (!u->undone)
+  if (!u->undone) {
+    unlink_bitmap (u->node, u->d);
     dirty_bitmap_free (u->d);
+  }
   free (u);
 }
 
@@ -225,15 +223,44 @@ int
 bitmaps_remove (struct txn *t, struct node *n, struct dirty_bitmap *d)
 {
   struct remove_undo *u = malloc (sizeof *u);
-  struct dirty_bitmap *prev = NULL, *p;
 
   if (u == NULL)
     return -1;
-  for (p = n->bitmaps; p && p != d; p = p->next)
-    prev = p;
-  unlink_bitmap (n, d);
-  *u = (struct remove_undo) { n, d, prev, false };
+  *u = (struct remove_undo) { n, d, false };
+  d->users++;
   return txn_push (t, undo_remove, done_remove, u);
+}
+
+/* Mark D inconsistent (undone with the txn). */
+struct flag_undo {
+  struct node *node;
+  struct dirty_bitmap *d;
+};
+
+static void
+undo_inconsistent (void *p)
+{
+  struct flag_undo *u = p;
+
+  u->d->inconsistent = false;
+  nodes_update_recording (u->node);
+}
+
+int
+bitmaps_set_inconsistent (struct txn *t, struct node *n,
+                          struct dirty_bitmap *d)
+{
+  struct flag_undo *u;
+
+  if (d->inconsistent)
+    return 0;
+  u = malloc (sizeof *u);
+  if (u == NULL)
+    return -1;
+  *u = (struct flag_undo) { n, d };
+  d->inconsistent = true;
+  nodes_update_recording (n);
+  return txn_push (t, undo_inconsistent, free, u);
 }
 
 /* Clear and merge swap in a new bitmap and keep the old one for undo. */

@@ -38,8 +38,12 @@ extern int bitmaps_add (struct txn *t, struct node *n, const char *name,
 /* Insert an existing bitmap (checkpoints, loading state). */
 extern int bitmaps_insert (struct txn *t, struct node *n,
                            struct dirty_bitmap *d);
+/* Removed at commit; busy until then. */
 extern int bitmaps_remove (struct txn *t, struct node *n,
                            struct dirty_bitmap *d);
+/* What D says can no longer be trusted (its changes are unknown). */
+extern int bitmaps_set_inconsistent (struct txn *t, struct node *n,
+                                     struct dirty_bitmap *d);
 extern int bitmaps_clear (struct txn *t, struct node *n,
                           struct dirty_bitmap *d);
 extern int bitmaps_set_recording (struct txn *t, struct node *n,

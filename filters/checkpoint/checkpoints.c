@@ -364,8 +364,14 @@ retire_bitmap (struct txn *t, struct checkpoint *c, struct node *n,
   if (d == NULL)
     return 0;
   if (prev && (pd = bitmaps_find (n, prev->name)) != NULL) {
-    if (!pd->inconsistent && !d->inconsistent &&
-        bitmaps_merge (t, n, pd, d->bm) == -1)
+    /* What changed while C was newest is unknown if C's bitmap is:
+     * then so is what changed since the previous checkpoint.
+     */
+    if (d->inconsistent) {
+      if (bitmaps_set_inconsistent (t, n, pd) == -1)
+        return -1;
+    }
+    else if (!pd->inconsistent && bitmaps_merge (t, n, pd, d->bm) == -1)
       return -1;
     if (d->recording && bitmaps_set_recording (t, n, pd, true) == -1)
       return -1;
