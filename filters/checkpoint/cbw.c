@@ -128,8 +128,11 @@ backup_before_write (nbdkit_next *next, struct node *n,
   for (bd = n->backups; bd; bd = bd->next_on_node) {
     if (offset >= bd->size || backup_dead (bd->backup))
       continue;
-    /* Before anything lands: reads of unneeded chunks check this. */
-    bitmap_set_range (bd->changed, offset, count);
+    /* Before anything lands: reads of unneeded chunks check this (a
+     * full backup has none).
+     */
+    if (bd->needed)
+      bitmap_set_range (bd->changed, offset, count);
     if (save_before_write (next, bd, offset, offset + count) == 0)
       continue;
     if (bd->backup->on_cbw_error == BREAK_GUEST_WRITE) {
