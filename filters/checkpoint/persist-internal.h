@@ -12,6 +12,7 @@ enum { KIND_CHECKPOINTS = 1, KIND_NODE = 2, KIND_BITMAP = 3 };
 enum { F_RECORDING = 1, F_CHECKPOINT = 2, F_INCONSISTENT = 4 };
 
 extern const char *persist_dir (void);
+extern void persist_set_aside (const char *name);
 /* CLEAN: the bits are saved too.  DURABLE: fsync'd. */
 extern void persist_save_node (struct node *n, bool clean, bool durable);
 

@@ -15,6 +15,7 @@
 #include "state.h"
 #include "buffer.h"
 #include "bitmaps.h"
+#include "checkpoints.h"
 #include "persist.h"
 #include "persist-internal.h"
 
@@ -65,6 +66,13 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i, bool clean)
   d->recording = flags & F_RECORDING;
   d->checkpoint = flags & F_CHECKPOINT;
   d->inconsistent = !clean || (flags & F_INCONSISTENT);
+  /* A checkpoint's bitmap holds one interval of changes: without its
+   * checkpoint (damaged checkpoints file) it means nothing usable.
+   */
+  if (d->checkpoint && checkpoints_find (d->name) == NULL) {
+    d->checkpoint = false;
+    d->inconsistent = true;
+  }
   if (!d->inconsistent)
     d->bm = load_bits (n, i, granularity);
   if (d->bm == NULL) {
@@ -146,6 +154,7 @@ persist_load_node (struct node *n, char **why)
     /* Unreadable metadata: its bitmaps are lost, the disk is not. */
     nbdkit_error ("checkpoint: %s/%s: %m: the node's saved bitmaps are "
                   "dropped", persist_dir (), name);
+    persist_set_aside (name);
     return 0;
   }
   state_reader_init (&r, data, len);
@@ -161,6 +170,7 @@ persist_load_node (struct node *n, char **why)
     drop_bitmaps (n);
     nbdkit_error ("checkpoint: %s/%s is malformed: the node's saved "
                   "bitmaps are dropped", persist_dir (), name);
+    persist_set_aside (name);
     return 0;
   }
   /* In use from now on, until saved cleanly: durably, or a crash could

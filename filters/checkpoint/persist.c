@@ -240,6 +240,25 @@ load_one_checkpoint (struct state_reader *r)
   return 0;
 }
 
+/* Keep a damaged state file for whoever wants to look at it, out of
+ * the way of the next save.
+ */
+void
+persist_set_aside (const char *name)
+{
+  CLEANUP_FREE char *from = NULL, *to = NULL;
+
+  if (asprintf (&from, "%s/%s", state_dir, name) == -1 ||
+      asprintf (&to, "%s/%s.corrupt", state_dir, name) == -1 ||
+      rename (from, to) == -1)
+    nbdkit_debug ("checkpoint: setting %s aside: %m", name);
+  else
+    nbdkit_error ("checkpoint: %s is damaged: kept as %s", from, to);
+}
+
+/* A damaged checkpoints file loses the checkpoints, not the disk: their
+ * bitmaps then load as plain inconsistent bitmaps (persist-load.c).
+ */
 int
 persist_load_checkpoints (void)
 {
@@ -255,8 +274,10 @@ persist_load_checkpoints (void)
                   &data, &len) == -1) {
     if (errno == ENOENT)
       return 0;
-    nbdkit_error ("checkpoint: %s/checkpoints: %m", state_dir);
-    return -1;
+    nbdkit_error ("checkpoint: %s/checkpoints: %m: checkpoints are lost",
+                  state_dir);
+    persist_set_aside ("checkpoints");
+    return 0;
   }
   state_reader_init (&r, data, len);
   state_get_u32 (&r, &nr);
@@ -266,8 +287,10 @@ persist_load_checkpoints (void)
   state_get_string (&r, &current);
   if (r.err || state_reader_end (&r) == -1) {
     checkpoints_free_all ();
-    nbdkit_error ("checkpoint: %s/checkpoints is malformed", state_dir);
-    return -1;
+    nbdkit_error ("checkpoint: %s/checkpoints is malformed: checkpoints "
+                  "are lost", state_dir);
+    persist_set_aside ("checkpoints");
+    return 0;
   }
   checkpoints_set_current (checkpoints_find (current));
   return 0;
