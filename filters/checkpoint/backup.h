@@ -18,10 +18,11 @@
  * Locking, outermost first: the monitor lock; the node's barrier (a
  * writer holds it shared from the copy until its write is done;
  * backup-begin and -end hold it exclusive, so the freeze is one
- * instant); one stripe lock of the backup_disk (a writer holds it
- * exclusive while it copies a region and marks it saved; a reader
- * holds it shared while it reads a region, so it never sees a block
- * half saved); the plugin's own locks.  Nobody holds two stripes.
+ * instant); the stripe locks of the backup_disk (a writer holds the
+ * stripes of its range exclusive, taken in ascending order, while it
+ * copies the blocks and marks them saved; a reader holds one stripe
+ * shared while it reads that region, so it never sees a block half
+ * saved); the plugin's own locks.
  */
 #ifndef CHECKPOINT_BACKUP_H
 #define CHECKPOINT_BACKUP_H

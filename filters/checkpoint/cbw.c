@@ -52,43 +52,93 @@ block_needed (struct backup_disk *bd, uint64_t offset)
   return bd->needed == NULL || bitmap_test (bd->needed, offset);
 }
 
-/* Save the needed, unsaved blocks of [START, END) (one region, stripe
- * held exclusive): read each run from the disk, write it to scratch,
- * then mark it saved.  -1 with errno on failure.
- */
-static int
-save_region (nbdkit_next *next, struct backup_disk *bd,
-             uint64_t start, uint64_t end)
+/* Largest single read and write when saving a run of blocks. */
+#define SAVE_IO_MAX (4 * 1024 * 1024)
+
+static bool
+block_to_save (struct backup_disk *bd, uint64_t offset)
 {
-  char buf[BACKUP_REGION];
-  uint64_t pos = start, run;
+  return !bitmap_test (bd->saved, offset) && block_needed (bd, offset);
+}
+
+/* Copy [POS, END) from the disk to scratch and mark it saved. */
+static int
+save_run (nbdkit_next *next, struct backup_disk *bd, char *buf,
+          uint64_t pos, uint64_t end)
+{
   int err = 0;
 
   while (pos < end) {
-    if (bitmap_test (bd->saved, pos) || !block_needed (bd, pos)) {
-      pos += MIN (BACKUP_BLOCK, end - pos);
-      continue;
-    }
-    for (run = pos; run < end && !bitmap_test (bd->saved, run) &&
-           block_needed (bd, run); )
-      run += MIN (BACKUP_BLOCK, end - run);
-    if (next->pread (next, buf, run - pos, pos, 0, &err) == -1) {
+    uint32_t n = MIN (end - pos, SAVE_IO_MAX);
+
+    if (next->pread (next, buf, n, pos, 0, &err) == -1) {
       errno = err ? err : EIO;
       return -1;
     }
-    if (pwrite (bd->scratch_fd, buf, run - pos, pos) != (ssize_t) (run - pos)) {
+    if (pwrite (bd->scratch_fd, buf, n, pos) != (ssize_t) n) {
       if (errno == 0)
         errno = ENOSPC;
       return -1;
     }
-    bitmap_set_range (bd->saved, pos, run - pos);
+    bitmap_set_range (bd->saved, pos, n);
     {
       ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bd->backup->lock);
-      bd->backup->copied_bytes += run - pos;
+      bd->backup->copied_bytes += n;
     }
+    pos += n;
+  }
+  return 0;
+}
+
+/* Save the needed, unsaved blocks of [START, END), in runs as long as
+ * they are contiguous (one read and one write per run, not per
+ * region).  The stripes of the range are held exclusive.
+ */
+static int
+save_range (nbdkit_next *next, struct backup_disk *bd,
+            uint64_t start, uint64_t end)
+{
+  CLEANUP_FREE char *buf = NULL;
+  uint64_t pos = start, run;
+
+  while (pos < end) {
+    if (!block_to_save (bd, pos)) {
+      pos += MIN (BACKUP_BLOCK, end - pos);
+      continue;
+    }
+    for (run = pos; run < end && block_to_save (bd, run); )
+      run += MIN (BACKUP_BLOCK, end - run);
+    if (buf == NULL &&
+        (buf = malloc (MIN (end - start, SAVE_IO_MAX))) == NULL)
+      return -1;
+    if (save_run (next, bd, buf, pos, run) == -1)
+      return -1;
     pos = run;
   }
   return 0;
+}
+
+/* The stripes that cover [START, END), locked or unlocked in
+ * ascending order (so two writers never wait on each other in a
+ * cycle; readers hold one stripe at a time).
+ */
+static void
+lock_stripes (struct backup_disk *bd, uint64_t start, uint64_t end,
+              bool lock)
+{
+  bool mask[BACKUP_STRIPES] = { false };
+  uint64_t r, first = start / BACKUP_REGION, last = (end - 1) / BACKUP_REGION;
+  size_t i;
+
+  for (r = first; r <= last && r - first < BACKUP_STRIPES; r++)
+    mask[r % BACKUP_STRIPES] = true;
+  for (i = 0; i < BACKUP_STRIPES; i++)
+    if (mask[i]) {
+      if (lock)
+        pthread_rwlock_wrlock (&bd->stripes[i]);
+      else
+        pthread_rwlock_unlock (&bd->stripes[i]);
+    }
 }
 
 /* Save what BD needs of [OFFSET, END) before it is overwritten. */
@@ -96,27 +146,20 @@ static int
 save_before_write (nbdkit_next *next, struct backup_disk *bd,
                    uint64_t offset, uint64_t end)
 {
-  uint64_t pos = ROUND_DOWN (offset, BACKUP_BLOCK);
+  uint64_t start = ROUND_DOWN (offset, BACKUP_BLOCK);
+  int r;
 
   end = MIN (ROUND_UP (end, BACKUP_BLOCK), bd->size);
-  while (pos < end) {
-    uint64_t region_end = MIN (ROUND_DOWN (pos, BACKUP_REGION) + BACKUP_REGION,
-                               end);
-    int r = 0;
-
-    /* Most writes during a backup land on saved or unneeded blocks. */
-    if (!bitmap_all_dirty (bd->saved, pos, region_end - pos) &&
-        (bd->needed == NULL ||
-         bitmap_any_dirty (bd->needed, pos, region_end - pos))) {
-      pthread_rwlock_wrlock (stripe (bd, pos));
-      r = save_region (next, bd, pos, region_end);
-      pthread_rwlock_unlock (stripe (bd, pos));
-    }
-    if (r == -1)
-      return -1;
-    pos = region_end;
-  }
-  return 0;
+  if (start >= end)
+    return 0;
+  /* Most writes during a backup land on saved or unneeded blocks. */
+  if (bitmap_all_dirty (bd->saved, start, end - start) ||
+      (bd->needed && !bitmap_any_dirty (bd->needed, start, end - start)))
+    return 0;
+  lock_stripes (bd, start, end, true);
+  r = save_range (next, bd, start, end);
+  lock_stripes (bd, start, end, false);
+  return r;
 }
 
 int
