@@ -282,7 +282,9 @@ describe (struct backup *b)
   pthread_mutex_lock (&b->lock);
   json_object_set_new (info, "status",
                        json_string (b->failed ? "failed" : "active"));
-  json_object_set_new (info, "copied-bytes", json_integer (b->copied_bytes));
+  json_object_set_new (info, "copied-bytes",
+                       json_integer (__atomic_load_n (&b->copied_bytes,
+                                                      __ATOMIC_RELAXED)));
   if (b->error)
     json_object_set_new (info, "error", json_string (b->error));
   pthread_mutex_unlock (&b->lock);

@@ -89,8 +89,9 @@ backup_disk_free (struct backup_disk *bd)
 {
   size_t i;
 
-  if (bd->scratch_fd >= 0)
-    close (bd->scratch_fd);
+  for (i = 0; i < SCRATCH_FILES; i++)
+    if (bd->scratch_fds[i] >= 0)
+      close (bd->scratch_fds[i]);
   bitmap_free (bd->needed);
   bitmap_free (bd->saved);
   bitmap_free (bd->changed);
@@ -141,7 +142,8 @@ backup_disk_init (struct backup *b, struct backup_disk *bd, struct node *n,
   bd->backup = b;
   bd->node = n;
   bd->size = n->size;
-  bd->scratch_fd = -1;
+  for (i = 0; i < SCRATCH_FILES; i++)
+    bd->scratch_fds[i] = -1;
   for (i = 0; i < BACKUP_STRIPES; i++)
     pthread_rwlock_init (&bd->stripes[i], NULL);
   if (export)
@@ -154,8 +156,10 @@ backup_disk_init (struct backup *b, struct backup_disk *bd, struct node *n,
     qmp_error (err, "out of memory");
     return -1;
   }
-  bd->scratch_fd = open_scratch ();
-  if (bd->scratch_fd == -1) {
+  for (i = 0; i < SCRATCH_FILES; i++)
+    if ((bd->scratch_fds[i] = open_scratch ()) == -1)
+      break;
+  if (i < SCRATCH_FILES) {
     qmp_error (err, "Cannot create a scratch file in %s: %s",
                scratch_dir ? scratch_dir : "$TMPDIR", strerror (errno));
     return -1;

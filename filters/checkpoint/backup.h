@@ -43,7 +43,12 @@
 #define BACKUP_BLOCK 4096
 /* Saved-block lookups and locks go by regions of this size. */
 #define BACKUP_REGION (64 * 1024)
-#define BACKUP_STRIPES 64
+#define BACKUP_STRIPES 1024
+/* Scratch is spread over several files, by 1 MiB pieces, so that
+ * concurrent copies do not all queue on one file's inode lock.
+ */
+#define SCRATCH_FILES 8
+#define SCRATCH_PIECE (1024 * 1024)
 
 enum cbw_error_mode { BREAK_SNAPSHOT, BREAK_GUEST_WRITE };
 
@@ -55,7 +60,7 @@ struct backup_disk {
   struct node *node;
   char *export;                 /* NODE@ID or as given */
   uint64_t size;                /* frozen size */
-  int scratch_fd;
+  int scratch_fds[SCRATCH_FILES];
   /* needed: chunks an incremental backup may be asked for (NULL: all).
    * saved: blocks whose frozen contents are in scratch.
    * changed: chunks written since the freeze (reads of unneeded ones
@@ -83,7 +88,7 @@ struct backup {
   bool ended;                   /* backup-end ran: exports refuse I/O */
   bool failed;
   char *error;
-  uint64_t copied_bytes;
+  uint64_t copied_bytes;         /* atomic */
   unsigned connections;         /* open exports; the last one frees */
 };
 

@@ -46,6 +46,33 @@ backup_fail (struct backup *b, const char *what, int errnum)
   }
 }
 
+/* Write or read [OFFSET, OFFSET+N) of scratch, piece by piece (each
+ * piece lives at its own offset in one of the scratch files).  -1 with
+ * errno on error (ENOSPC for a short write).
+ */
+static int
+scratch_io (struct backup_disk *bd, bool write, char *buf, size_t n,
+            uint64_t offset)
+{
+  while (n > 0) {
+    size_t len = MIN (n, SCRATCH_PIECE - offset % SCRATCH_PIECE);
+    int fd = bd->scratch_fds[(offset / SCRATCH_PIECE) % SCRATCH_FILES];
+    ssize_t r;
+
+    errno = 0;
+    r = write ? pwrite (fd, buf, len, offset) : pread (fd, buf, len, offset);
+    if (r != (ssize_t) len) {
+      if (errno == 0)
+        errno = write ? ENOSPC : EIO;
+      return -1;
+    }
+    buf += len;
+    offset += len;
+    n -= len;
+  }
+  return 0;
+}
+
 static bool
 block_needed (struct backup_disk *bd, uint64_t offset)
 {
@@ -75,19 +102,42 @@ save_run (nbdkit_next *next, struct backup_disk *bd, char *buf,
       errno = err ? err : EIO;
       return -1;
     }
-    if (pwrite (bd->scratch_fd, buf, n, pos) != (ssize_t) n) {
-      if (errno == 0)
-        errno = ENOSPC;
+    if (scratch_io (bd, true, buf, n, pos) == -1)
       return -1;
-    }
     bitmap_set_range (bd->saved, pos, n);
-    {
-      ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&bd->backup->lock);
-      bd->backup->copied_bytes += n;
-    }
+    __atomic_add_fetch (&bd->backup->copied_bytes, n, __ATOMIC_RELAXED);
     pos += n;
   }
   return 0;
+}
+
+/* A copy buffer per thread, kept between writes: a fresh megabyte
+ * per write costs its page faults every time.
+ */
+static pthread_key_t buffer_key;
+static pthread_once_t buffer_once = PTHREAD_ONCE_INIT;
+
+static void
+make_buffer_key (void)
+{
+  pthread_key_create (&buffer_key, free);
+}
+
+static char *
+thread_buffer (void)
+{
+  char *buf;
+
+  pthread_once (&buffer_once, make_buffer_key);
+  buf = pthread_getspecific (buffer_key);
+  if (buf == NULL) {
+    buf = malloc (SAVE_IO_MAX);
+    if (buf && pthread_setspecific (buffer_key, buf) != 0) {
+      free (buf);
+      buf = NULL;
+    }
+  }
+  return buf;
 }
 
 /* Save the needed, unsaved blocks of [START, END), in runs as long as
@@ -98,7 +148,7 @@ static int
 save_range (nbdkit_next *next, struct backup_disk *bd,
             uint64_t start, uint64_t end)
 {
-  CLEANUP_FREE char *buf = NULL;
+  char *buf = NULL;
   uint64_t pos = start, run;
 
   while (pos < end) {
@@ -108,8 +158,7 @@ save_range (nbdkit_next *next, struct backup_disk *bd,
     }
     for (run = pos; run < end && block_to_save (bd, run); )
       run += MIN (BACKUP_BLOCK, end - run);
-    if (buf == NULL &&
-        (buf = malloc (MIN (end - start, SAVE_IO_MAX))) == NULL)
+    if (buf == NULL && (buf = thread_buffer ()) == NULL)
       return -1;
     if (save_run (next, bd, buf, pos, run) == -1)
       return -1;
@@ -123,22 +172,35 @@ save_range (nbdkit_next *next, struct backup_disk *bd,
  * cycle; readers hold one stripe at a time).
  */
 static void
+stripe_op (struct backup_disk *bd, size_t i, bool lock)
+{
+  if (lock)
+    pthread_rwlock_wrlock (&bd->stripes[i]);
+  else
+    pthread_rwlock_unlock (&bd->stripes[i]);
+}
+
+static void
 lock_stripes (struct backup_disk *bd, uint64_t start, uint64_t end,
               bool lock)
 {
-  bool mask[BACKUP_STRIPES] = { false };
-  uint64_t r, first = start / BACKUP_REGION, last = (end - 1) / BACKUP_REGION;
-  size_t i;
+  uint64_t first = start / BACKUP_REGION, last = (end - 1) / BACKUP_REGION;
+  size_t i, lo = first % BACKUP_STRIPES, hi = last % BACKUP_STRIPES;
 
-  for (r = first; r <= last && r - first < BACKUP_STRIPES; r++)
-    mask[r % BACKUP_STRIPES] = true;
-  for (i = 0; i < BACKUP_STRIPES; i++)
-    if (mask[i]) {
-      if (lock)
-        pthread_rwlock_wrlock (&bd->stripes[i]);
-      else
-        pthread_rwlock_unlock (&bd->stripes[i]);
-    }
+  if (last - first >= BACKUP_STRIPES - 1) {     /* every stripe */
+    for (i = 0; i < BACKUP_STRIPES; i++)
+      stripe_op (bd, i, lock);
+  }
+  else if (lo <= hi) {
+    for (i = lo; i <= hi; i++)
+      stripe_op (bd, i, lock);
+  }
+  else {                        /* wraps: 0..hi, then lo..end */
+    for (i = 0; i <= hi; i++)
+      stripe_op (bd, i, lock);
+    for (i = lo; i < BACKUP_STRIPES; i++)
+      stripe_op (bd, i, lock);
+  }
 }
 
 /* Save what BD needs of [OFFSET, END) before it is overwritten. */
@@ -205,8 +267,8 @@ read_region (nbdkit_next *next, struct backup_disk *bd, char *buf,
       run = MIN (ROUND_DOWN (run, BACKUP_BLOCK) + BACKUP_BLOCK, end);
     while (run < end && bitmap_test (bd->saved, run) == saved);
     if (saved) {
-      if (pread (bd->scratch_fd, buf, run - pos, pos) != (ssize_t) (run - pos)) {
-        *err = errno ? errno : EIO;
+      if (scratch_io (bd, false, buf, run - pos, pos) == -1) {
+        *err = errno;
         nbdkit_error ("checkpoint: reading scratch of backup %s: %m",
                       bd->backup->id);
         return -1;
