@@ -83,73 +83,91 @@ string_char (struct splitter *s, char c)
     s->in_string = false;
 }
 
+/* Results of one step: C used, C to be seen again (it starts the next
+ * value), or stop.
+ */
+enum step { STEP_NEXT, STEP_AGAIN, STEP_STOP };
+
+/* C between values. */
+static enum step
+start_value (struct splitter *s, char c, splitter_fn fn, void *opaque)
+{
+  if (is_space (c))
+    return STEP_NEXT;
+  if (c == '}' || c == ']')
+    return fn (opaque, SPLIT_STRAY, &c, 1) ? STEP_NEXT : STEP_STOP;
+  s->active = true;
+  s->scalar = c != '{' && c != '[';
+  s->in_string = c == '"';
+  if (!s->scalar)
+    s->depth = 1;
+  return append (s, c) ? STEP_NEXT : STEP_STOP;
+}
+
+/* C inside a bare scalar: a string ends at its closing quote, a
+ * number or word at a delimiter (which starts what follows).
+ */
+static enum step
+scalar_step (struct splitter *s, char c, splitter_fn fn, void *opaque)
+{
+  if (s->in_string) {
+    if (!append (s, c))
+      return STEP_STOP;
+    string_char (s, c);
+    if (!s->in_string && !finish (s, fn, opaque))
+      return STEP_STOP;
+    return STEP_NEXT;
+  }
+  if (is_space (c) || strchr ("{}[]\",:", c) != NULL)
+    return finish (s, fn, opaque) ? STEP_AGAIN : STEP_STOP;
+  return append (s, c) ? STEP_NEXT : STEP_STOP;
+}
+
+/* C inside an object or array: track strings and brackets. */
+static enum step
+nested_step (struct splitter *s, char c, splitter_fn fn, void *opaque)
+{
+  if (!append (s, c))
+    return STEP_STOP;
+  if (s->in_string) {
+    string_char (s, c);
+    return STEP_NEXT;
+  }
+  switch (c) {
+  case '"':
+    s->in_string = true;
+    break;
+  case '{': case '[':
+    if (++s->depth > s->max_depth)
+      s->too_deep = true;
+    break;
+  case '}': case ']':
+    if (--s->depth == 0 && !finish (s, fn, opaque))
+      return STEP_STOP;
+    break;
+  }
+  return STEP_NEXT;
+}
+
 bool
 splitter_feed (struct splitter *s, const char *data, size_t n,
                splitter_fn fn, void *opaque)
 {
-  size_t i;
+  size_t i = 0;
 
-  for (i = 0; i < n; i++) {
-    char c = data[i];
+  while (i < n) {
+    enum step r;
 
-    if (!s->active) {
-      if (is_space (c))
-        continue;
-      if (c == '}' || c == ']') {
-        if (!fn (opaque, SPLIT_STRAY, &c, 1))
-          return false;
-        continue;
-      }
-      s->active = true;
-      s->scalar = c != '{' && c != '[';
-      s->in_string = c == '"';
-      if (!append (s, c))
-        return false;
-      if (!s->scalar)
-        s->depth = 1;
-      continue;
-    }
-
-    if (s->scalar) {
-      if (s->in_string) {       /* a bare string ends at its quote */
-        if (!append (s, c))
-          return false;
-        string_char (s, c);
-        if (!s->in_string && !finish (s, fn, opaque))
-          return false;
-        continue;
-      }
-      if (is_space (c) || strchr ("{}[]\",:", c) != NULL) {
-        /* A bare number or word ends here; C starts what follows. */
-        if (!finish (s, fn, opaque))
-          return false;
-        i--;
-        continue;
-      }
-      if (!append (s, c))
-        return false;
-      continue;
-    }
-
-    if (!append (s, c))
+    if (!s->active)
+      r = start_value (s, data[i], fn, opaque);
+    else if (s->scalar)
+      r = scalar_step (s, data[i], fn, opaque);
+    else
+      r = nested_step (s, data[i], fn, opaque);
+    if (r == STEP_STOP)
       return false;
-    if (s->in_string) {
-      string_char (s, c);
-      continue;
-    }
-    switch (c) {
-    case '"':
-      s->in_string = true;
-      break;
-    case '{': case '[':
-      if (++s->depth > s->max_depth)
-        s->too_deep = true;
-      break;
-    case '}': case ']':
-      if (--s->depth == 0 && !finish (s, fn, opaque))
-        return false;
-      break;
-    }
+    if (r == STEP_NEXT)
+      i++;
   }
   return true;
 }

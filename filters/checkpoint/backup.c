@@ -50,19 +50,6 @@ backups_find (const char *id)
   return NULL;
 }
 
-bool
-backups_use_node (const char *node)
-{
-  struct backup *b;
-  size_t i;
-
-  for (b = backups; b; b = b->next)
-    for (i = 0; i < b->nr_disks; i++)
-      if (strcmp (b->disks[i].node->name, node) == 0)
-        return true;
-  return false;
-}
-
 /* An unnamed, sparse scratch file that vanishes with its descriptor. */
 static int
 open_scratch (void)

@@ -97,8 +97,6 @@ extern struct backup *backups_list (void);
 extern struct backup *backups_find (const char *id);
 extern void backup_register_commands (void);
 extern void backups_end_all (void);
-/* Does a backup cover NODE (blockdev-del and block_resize refuse)? */
-extern bool backups_use_node (const char *node);
 
 /* Data path.  backup_open finds the export NAME of an active backup and
  * counts a connection (NULL if none); backup_close undoes it.

@@ -118,7 +118,7 @@ done_insert (void *p)
   free (u);
 }
 
-int
+static int
 bitmaps_insert (struct txn *t, struct node *n, struct dirty_bitmap *d)
 {
   struct insert_undo *u = malloc (sizeof *u);
@@ -268,7 +268,6 @@ struct swap_undo {
   struct node *node;
   struct dirty_bitmap *d;
   struct bitmap *old;
-  bool undone;
 };
 
 static void
@@ -301,7 +300,7 @@ swap_in (struct txn *t, struct node *n, struct dirty_bitmap *d,
     bitmap_free (bm);
     return -1;
   }
-  *u = (struct swap_undo) { n, d, d->bm, false };
+  *u = (struct swap_undo) { n, d, d->bm };
   d->bm = bm;
   nodes_update_recording (n);
   return txn_push (t, undo_swap, done_swap, u);

@@ -35,9 +35,6 @@ extern struct dirty_bitmap *bitmaps_lookup (const char *node,
 extern int bitmaps_add (struct txn *t, struct node *n, const char *name,
                         uint32_t granularity, bool persistent,
                         bool disabled, struct qmp_error *err);
-/* Insert an existing bitmap (checkpoints, loading state). */
-extern int bitmaps_insert (struct txn *t, struct node *n,
-                           struct dirty_bitmap *d);
 /* Removed at commit; busy until then. */
 extern int bitmaps_remove (struct txn *t, struct node *n,
                            struct dirty_bitmap *d);
