@@ -244,6 +244,16 @@ begin_action (struct txn *t, json_t *args, struct qmp_error *err)
   return json_pack ("{s:s,s:o}", "id", b->id, "exports", describe_exports (b));
 }
 
+/* Undo of backup-end: the backup goes on. */
+static void
+undo_end (void *p)
+{
+  struct backup *b = p;
+
+  backup_link (b);
+  backup_hold_base (b, 1);
+}
+
 static json_t *
 end_command (json_t *args, struct qmp_error *err)
 {
@@ -258,18 +268,22 @@ end_command (json_t *args, struct qmp_error *err)
   }
   txn_begin (&t);
   backup_unlink (b);
+  if (txn_push (&t, undo_end, NULL, b) == -1) {
+    qmp_error (err, "out of memory");
+    txn_abort (&t);
+    return NULL;
+  }
   /* A failed backup must not move the base of the next incremental:
    * deleting its checkpoint merges that checkpoint's changes back.
    */
   if (!qmp_arg_bool (args, "success", true) && b->checkpoint &&
       (c = checkpoints_find (b->checkpoint)) != NULL &&
       checkpoints_delete (&t, c, false, err) == -1) {
-    backup_link (b);
-    backup_hold_base (b, 1);
     txn_abort (&t);
     return NULL;
   }
-  txn_commit (&t);
+  if (txn_commit (&t, err) == -1)
+    return NULL;
   backup_retire (b);
   return json_object ();
 }

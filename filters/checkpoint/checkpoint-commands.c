@@ -96,8 +96,7 @@ delete_command (json_t *args, struct qmp_error *err)
   } while (more);
   if (!children_only && checkpoints_delete (&t, c, metadata_only, err) == -1)
     goto fail;
-  txn_commit (&t);
-  return json_object ();
+  return txn_commit (&t, err) == 0 ? json_object () : NULL;
  fail:
   txn_abort (&t);
   return NULL;

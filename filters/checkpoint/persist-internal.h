@@ -14,6 +14,6 @@ enum { F_RECORDING = 1, F_CHECKPOINT = 2, F_INCONSISTENT = 4 };
 extern const char *persist_dir (void);
 extern void persist_set_aside (const char *name);
 /* CLEAN: the bits are saved too.  DURABLE: fsync'd. */
-extern void persist_save_node (struct node *n, bool clean, bool durable);
+extern int persist_save_node (struct node *n, bool clean, bool durable);
 
 #endif /* CHECKPOINT_PERSIST_INTERNAL_H */

@@ -100,6 +100,19 @@ size_mismatch (struct node *n, uint64_t saved, char **why)
 }
 
 static void
+mark_all_inconsistent (struct node *n)
+{
+  struct dirty_bitmap *d;
+
+  nbdkit_error ("checkpoint: cannot mark the bitmaps of '%s' in use: "
+                "they are inconsistent from now on", n->name);
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->persistent)
+      d->inconsistent = true;
+  nodes_update_recording (n);
+}
+
+static void
 drop_bitmaps (struct node *n)
 {
   struct dirty_bitmap *d;
@@ -174,8 +187,11 @@ persist_load_node (struct node *n, char **why)
     return 0;
   }
   /* In use from now on, until saved cleanly: durably, or a crash could
-   * leave a file that still says "clean" under changed bits.
+   * leave a file that still says "clean" under changed bits.  If that
+   * cannot be written, the bits cannot be trusted after a crash: say
+   * so now.
    */
-  persist_save_node (n, false, true);
+  if (clean && persist_save_node (n, false, true) == -1)
+    mark_all_inconsistent (n);
   return 0;
 }

@@ -64,7 +64,7 @@ save (const char *name, uint32_t kind, struct state_buf *b, bool durable)
 }
 
 /* checkpoints: count, then each one, then the current one's name. */
-static void
+static int
 save_checkpoints (bool durable)
 {
   struct state_buf b = STATE_BUF_INIT;
@@ -87,7 +87,7 @@ save_checkpoints (bool durable)
   }
   c = checkpoints_current ();
   state_put_string (&b, c ? c->name : "");
-  save ("checkpoints", KIND_CHECKPOINTS, &b, durable);
+  return save ("checkpoints", KIND_CHECKPOINTS, &b, durable);
 }
 
 static char *
@@ -136,7 +136,7 @@ save_bits (const struct node *n, uint32_t i, const struct dirty_bitmap *d)
 }
 
 /* node.NODE, oldest bitmap first so that loading keeps the order. */
-void
+int
 persist_save_node (struct node *n, bool clean, bool durable)
 {
   CLEANUP_FREE char *name = node_file (n);
@@ -145,14 +145,13 @@ persist_save_node (struct node *n, bool clean, bool durable)
   uint32_t nr = nr_persistent (n), i = 0, j;
 
   if (name == NULL)
-    return;
+    return -1;
   if (nr == 0) {                /* nothing to keep: record nothing */
-    state_remove (state_dir, name);
-    return;
+    return state_remove (state_dir, name);
   }
   list = malloc (nr * sizeof *list);
   if (list == NULL)
-    return;
+    return -1;
   for (d = n->bitmaps; d; d = d->next)
     if (d->persistent)
       list[nr - ++i] = d;
@@ -169,13 +168,14 @@ persist_save_node (struct node *n, bool clean, bool durable)
   /* Last, so that a file says "clean" only once its bits are saved. */
   state_put_u8 (&b, clean);
   free (list);
-  save (name, KIND_NODE, &b, durable);
+  return save (name, KIND_NODE, &b, durable);
 }
 
 static void
-save_node_dirty (struct node *n, void *opaque)
+save_node_dirty (struct node *n, void *failed)
 {
-  persist_save_node (n, false, false);
+  if (persist_save_node (n, false, false) == -1)
+    * (bool *) failed = true;
 }
 
 static void
@@ -184,13 +184,17 @@ save_node_clean (struct node *n, void *opaque)
   persist_save_node (n, true, true);
 }
 
-void
+int
 persist_save_metadata (void)
 {
+  bool failed = false;
+
   if (!state_dir)
-    return;
-  save_checkpoints (false);
-  nodes_foreach (save_node_dirty, NULL);
+    return 0;
+  if (save_checkpoints (false) == -1)
+    failed = true;
+  nodes_foreach (save_node_dirty, &failed);
+  return failed ? -1 : 0;
 }
 
 void

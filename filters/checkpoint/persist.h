@@ -36,8 +36,11 @@ extern int persist_load_checkpoints (void);
  */
 extern int persist_load_node (struct node *n, char **why);
 
-/* Save the metadata (checkpoints, node files marked in use). */
-extern void persist_save_metadata (void);
+/* Save the metadata (checkpoints, node files marked in use).  -1 if
+ * a file could not be written (the error is logged; that file keeps
+ * its previous contents).
+ */
+extern int persist_save_metadata (void);
 /* Save everything, bits included, and mark the nodes clean. */
 extern void persist_save_all (void);
 /* Save one node cleanly (before it goes away). */

@@ -41,10 +41,12 @@ transaction_run_one (const struct txn_action *a, json_t *args,
 
   txn_begin (&t);
   ret = a->run (&t, args, err);
-  if (ret)
-    txn_commit (&t);
-  else
+  if (ret == NULL)
     txn_abort (&t);
+  else if (txn_commit (&t, err) == -1) {
+    json_decref (ret);
+    ret = NULL;
+  }
   return ret;
 }
 
@@ -156,9 +158,8 @@ transaction (json_t *args, struct qmp_error *err)
     }
     json_decref (ret);
   }
-  txn_commit (&t);
   json_decref (empty);
-  return json_object ();
+  return txn_commit (&t, err) == 0 ? json_object () : NULL;
 }
 
 /* The abort action always fails: for testing the rollback. */

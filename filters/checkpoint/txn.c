@@ -54,17 +54,21 @@ txn_end (struct txn *t)
   nodes_barrier_lower ();
 }
 
-void
-txn_commit (struct txn *t)
+int
+txn_commit (struct txn *t, struct qmp_error *err)
 {
-  bool changed = t->state_changed;
-
-  txn_end (t);
-  /* Metadata is saved after the barrier is down: guest writes need not
-   * wait for the disk.  The monitor lock keeps other changes out.
+  /* Saved with the barrier still up (the files are not synced, so it
+   * is quick): a change that cannot be recorded is not made.
    */
-  if (changed)
-    persist_save_metadata ();
+  if (t->state_changed && persist_save_metadata () == -1) {
+    txn_abort (t);
+    persist_save_metadata ();   /* put back what was half saved */
+    qmp_error (err, "Cannot save the state directory (see nbdkit's log): "
+               "nothing was changed");
+    return -1;
+  }
+  txn_end (t);
+  return 0;
 }
 
 void

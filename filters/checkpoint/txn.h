@@ -16,6 +16,8 @@
 
 #include <stdbool.h>
 
+#include "qmp.h"
+
 struct txn_step {
   void (*undo) (void *data);    /* may be NULL */
   void (*done) (void *data);    /* after commit or undo; may be NULL */
@@ -34,7 +36,10 @@ extern void txn_begin (struct txn *t);
  */
 extern int txn_push (struct txn *t, void (*undo) (void *),
                      void (*done) (void *), void *data);
-extern void txn_commit (struct txn *t);
+/* Keep the changes and save the metadata.  If it cannot be saved,
+ * the changes are undone instead: -1 with *ERR set.
+ */
+extern int txn_commit (struct txn *t, struct qmp_error *err);
 extern void txn_abort (struct txn *t);
 
 #endif /* CHECKPOINT_TXN_H */
