@@ -12,6 +12,7 @@
 #include <gnutls/crypto.h>
 
 #include "bitmap.h"
+#include "byteorder.h"
 #include "cleanup.h"
 #include "rounding.h"
 
@@ -921,46 +922,6 @@ bitmap_sha256 (const struct bitmap *bm, char hex[65])
   return 0;
 }
 
-static void
-put_le32 (unsigned char *p, uint32_t v)
-{
-  unsigned i;
-
-  for (i = 0; i < 4; i++)
-    p[i] = v >> (8 * i);
-}
-
-static void
-put_le64 (unsigned char *p, uint64_t v)
-{
-  unsigned i;
-
-  for (i = 0; i < 8; i++)
-    p[i] = v >> (8 * i);
-}
-
-static uint32_t
-get_le32 (const unsigned char *p)
-{
-  uint32_t v = 0;
-  unsigned i;
-
-  for (i = 0; i < 4; i++)
-    v |= (uint32_t) p[i] << (8 * i);
-  return v;
-}
-
-static uint64_t
-get_le64 (const unsigned char *p)
-{
-  uint64_t v = 0;
-  unsigned i;
-
-  for (i = 0; i < 8; i++)
-    v |= (uint64_t) p[i] << (8 * i);
-  return v;
-}
-
 /* A growing output buffer. */
 struct outbuf {
   unsigned char *p;
@@ -1017,11 +978,11 @@ bitmap_serialize (const struct bitmap *bm, void **bufp, size_t *lenp)
       run = o.len;
       run_len = 0;
       nr_runs++;
-      put_le64 (o.p + run, w);
+      le_store (o.p + run, w, 8);
       o.len += SER_RUN_HEADER;
     }
-    put_le64 (o.p + run + 8, ++run_len);
-    put_le64 (o.p + o.len, word);
+    le_store (o.p + run + 8, ++run_len, 8);
+    le_store (o.p + o.len, word, 8);
     o.len += 8;
     next = w + 1;
     nr_words++;
@@ -1029,12 +990,12 @@ bitmap_serialize (const struct bitmap *bm, void **bufp, size_t *lenp)
   }
 
   memcpy (o.p, SER_MAGIC, 8);
-  put_le32 (o.p + 8, SER_VERSION);
-  put_le32 (o.p + 12, bm->granularity);
-  put_le64 (o.p + 16, bm->size);
-  put_le64 (o.p + 24, count);
-  put_le64 (o.p + 32, nr_runs);
-  put_le64 (o.p + 40, nr_words);
+  le_store (o.p + 8, SER_VERSION, 4);
+  le_store (o.p + 12, bm->granularity, 4);
+  le_store (o.p + 16, bm->size, 8);
+  le_store (o.p + 24, count, 8);
+  le_store (o.p + 32, nr_runs, 8);
+  le_store (o.p + 40, nr_words, 8);
   /* Give back the slack; if that fails, the larger buffer will do. */
   p = realloc (o.p, o.len);
   *bufp = p ? p : o.p;
@@ -1057,14 +1018,14 @@ load_runs (struct bitmap *bm, const unsigned char *p, const unsigned char *end,
 
     if (end - p < SER_RUN_HEADER)
       goto invalid;
-    first = get_le64 (p);
-    n = get_le64 (p + 8);
+    first = le_load (p, 8);
+    n = le_load (p + 8, 8);
     p += SER_RUN_HEADER;
     if (n == 0 || first < next || first >= bm->nr_words ||
         n > bm->nr_words - first || n > (uint64_t) (end - p) / 8)
       goto invalid;
     for (i = 0; i < n; i++, p += 8) {
-      uint64_t word = get_le64 (p);
+      uint64_t word = le_load (p, 8);
 
       if (word == 0 ||
           (first + i == bm->nr_words - 1 && (word & ~last_word_mask (bm))))
@@ -1094,13 +1055,13 @@ bitmap_deserialize (const void *buf, size_t len)
   size_t avail;
 
   if (len < SER_HEADER || memcmp (p, SER_MAGIC, 8) != 0 ||
-      get_le32 (p + 8) != SER_VERSION)
+      le_load (p + 8, 4) != SER_VERSION)
     goto invalid;
-  granularity = get_le32 (p + 12);
-  size = get_le64 (p + 16);
-  count = get_le64 (p + 24);
-  nr_runs = get_le64 (p + 32);
-  nr_words = get_le64 (p + 40);
+  granularity = le_load (p + 12, 4);
+  size = le_load (p + 16, 8);
+  count = le_load (p + 24, 8);
+  nr_runs = le_load (p + 32, 8);
+  nr_words = le_load (p + 40, 8);
 
   /* The counts must describe exactly LEN bytes; no overflow here. */
   avail = len - SER_HEADER;

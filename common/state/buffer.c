@@ -6,6 +6,7 @@
 #include <errno.h>
 
 #include "buffer.h"
+#include "byteorder.h"
 
 /* Make room for N more bytes, doubling so that appends are amortised
  * O(1).
@@ -62,10 +63,8 @@ int
 state_put_u32 (struct state_buf *b, uint32_t v)
 {
   uint8_t d[4];
-  size_t i;
 
-  for (i = 0; i < sizeof d; ++i)
-    d[i] = v >> (8 * i);
+  le_store (d, v, sizeof d);
   return state_put_bytes (b, d, sizeof d);
 }
 
@@ -73,10 +72,8 @@ int
 state_put_u64 (struct state_buf *b, uint64_t v)
 {
   uint8_t d[8];
-  size_t i;
 
-  for (i = 0; i < sizeof d; ++i)
-    d[i] = v >> (8 * i);
+  le_store (d, v, sizeof d);
   return state_put_bytes (b, d, sizeof d);
 }
 
@@ -152,16 +149,10 @@ int
 state_get_u32 (struct state_reader *r, uint32_t *v)
 {
   const void *p;
-  const uint8_t *d;
-  uint32_t x = 0;
-  size_t i;
 
   if (state_get_span (r, 4, &p) == -1)
     return -1;
-  d = p;
-  for (i = 0; i < 4; ++i)
-    x |= (uint32_t) d[i] << (8 * i);
-  *v = x;
+  *v = le_load (p, 4);
   return 0;
 }
 
@@ -169,16 +160,10 @@ int
 state_get_u64 (struct state_reader *r, uint64_t *v)
 {
   const void *p;
-  const uint8_t *d;
-  uint64_t x = 0;
-  size_t i;
 
   if (state_get_span (r, 8, &p) == -1)
     return -1;
-  d = p;
-  for (i = 0; i < 8; ++i)
-    x |= (uint64_t) d[i] << (8 * i);
-  *v = x;
+  *v = le_load (p, 8);
   return 0;
 }
 

@@ -18,6 +18,7 @@
 #include <gnutls/crypto.h>
 
 #include "cleanup.h"
+#include "byteorder.h"
 #include "rounding.h"
 #include "state.h"
 
@@ -50,25 +51,6 @@ cleanup_closedir (DIR **d)
 }
 #define CLEANUP_CLOSEDIR __attribute__ ((cleanup (cleanup_closedir)))
 
-static void
-put_le (uint8_t *p, uint64_t v, size_t n)
-{
-  size_t i;
-
-  for (i = 0; i < n; ++i)
-    p[i] = v >> (8 * i);
-}
-
-static uint64_t
-get_le (const uint8_t *p, size_t n)
-{
-  uint64_t v = 0;
-  size_t i;
-
-  for (i = 0; i < n; ++i)
-    v |= (uint64_t) p[i] << (8 * i);
-  return v;
-}
 
 static int
 sha256 (const void *data, size_t len, uint8_t out[SHA256_LEN])
@@ -165,9 +147,9 @@ encode_header (uint8_t hdr[STATE_HEADER_SIZE], uint32_t kind,
   uint8_t sum[SHA256_LEN];
 
   memcpy (hdr, STATE_MAGIC, 8);
-  put_le (hdr + 8, STATE_VERSION, 4);
-  put_le (hdr + 12, kind, 4);
-  put_le (hdr + 16, len, 8);
+  le_store (hdr + 8, STATE_VERSION, 4);
+  le_store (hdr + 12, kind, 4);
+  le_store (hdr + 16, len, 8);
   if (sha256 (payload, len, hdr + 24) == -1 ||
       sha256 (hdr, HDR_SUM_OFFSET, sum) == -1)
     return -1;
@@ -186,7 +168,7 @@ check_header (const uint8_t hdr[STATE_HEADER_SIZE], uint32_t kind,
 
   if (memcmp (hdr, STATE_MAGIC, 8) != 0)
     goto bad;
-  if (get_le (hdr + 8, 4) != STATE_VERSION) {
+  if (le_load (hdr + 8, 4) != STATE_VERSION) {
     errno = EPROTO;
     return -1;
   }
@@ -194,9 +176,9 @@ check_header (const uint8_t hdr[STATE_HEADER_SIZE], uint32_t kind,
     return -1;
   if (memcmp (hdr + HDR_SUM_OFFSET, sum,
               STATE_HEADER_SIZE - HDR_SUM_OFFSET) != 0 ||
-      get_le (hdr + 12, 4) != kind)
+      le_load (hdr + 12, 4) != kind)
     goto bad;
-  *len = get_le (hdr + 16, 8);
+  *len = le_load (hdr + 16, 8);
   return 0;
 
  bad:
