@@ -13,29 +13,6 @@
 #include "internal.h"
 #include "server.h"
 
-void
-qmp_error_set (struct qmp_error *err, const char *class,
-               const char *fmt, ...)
-{
-  va_list ap;
-
-  if (err->class)               /* keep the first error */
-    return;
-  err->class = class;
-  va_start (ap, fmt);
-  if (vasprintf (&err->desc, fmt, ap) == -1)
-    err->desc = NULL;
-  va_end (ap);
-}
-
-void
-qmp_error_clear (struct qmp_error *err)
-{
-  free (err->desc);
-  err->desc = NULL;
-  err->class = NULL;
-}
-
 static const char *
 type_name (enum qmp_type type)
 {
