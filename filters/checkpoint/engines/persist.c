@@ -1,3 +1,4 @@
+/* Saving the state directory, and the subscriptions (see persist.h). */
 #include <config.h>
 
 #include <errno.h>
@@ -12,10 +13,10 @@
 #include "bitmap.h"
 #include "state.h"
 #include "buffer.h"
-#include "bitmaps.h"
-#include "checkpoints.h"
-#include "persist.h"
-#include "persist-internal.h"
+#include "core/bitmap-ops.h"
+#include "core/checkpoint-chain.h"
+#include "engines/persist.h"
+#include "engines/persist-format.h"
 
 static const char *state_dir;
 
@@ -25,8 +26,52 @@ persist_dir (void)
   return state_dir;
 }
 
+/* Subscriptions: the model tells us what changed. */
+
+static int
+txn_prepare (void *opaque, struct qmp_error *err)
+{
+  /* Saved with the barrier still up (the files are not synced, so it
+   * is quick): a change that cannot be recorded is not made.
+   */
+  if (persist_save_metadata () == -1) {
+    qmp_error (err, "Cannot save the state directory (see nbdkit's log): "
+               "nothing was changed");
+    return -1;
+  }
+  return 0;
+}
+
+static void
+txn_rolled_back (void *opaque)
+{
+  persist_save_metadata ();     /* put back what was half saved */
+}
+
+static const struct txn_commit_hook commit_hook = {
+  .prepare = txn_prepare, .rolled_back = txn_rolled_back,
+};
+
+static void
+node_resized (struct node *n)
+{
+  persist_save_metadata ();
+}
+
+static void
+node_removing (struct node *n)
+{
+  persist_save_node (n, true, true);
+}
+
+static const struct node_events node_events = {
+  .added = persist_load_node,
+  .resized = node_resized,
+  .removing = node_removing,
+};
+
 int
-persist_set_dir (const char *dir)
+persist_start (const char *dir)
 {
   state_dir = dir;
   if (state_dir_open (dir) == -1) {
@@ -34,13 +79,13 @@ persist_set_dir (const char *dir)
     return -1;
   }
   state_remove_temps (dir);
+  if (txn_register_commit_hook (&commit_hook) == -1 ||
+      nodes_subscribe (&node_events) == -1) {
+    nbdkit_error ("checkpoint: too many subscribers");
+    return -1;
+  }
+  bitmaps_set_persistence (true);
   return 0;
-}
-
-bool
-persist_enabled (void)
-{
-  return state_dir != NULL;
 }
 
 /* DURABLE: fsync'd.  Saves while running need not be: their files
@@ -81,9 +126,9 @@ save_checkpoints (bool durable)
     state_put_u8 (&b, c->description != NULL);
     state_put_string (&b, c->description ? c->description : "");
     state_put_u64 (&b, c->creation_time);
-    state_put_u32 (&b, c->nr_disks);
-    for (i = 0; i < c->nr_disks; i++)
-      state_put_string (&b, c->disks[i]);
+    state_put_u32 (&b, c->disks.len);
+    for (i = 0; i < c->disks.len; i++)
+      state_put_string (&b, c->disks.ptr[i]);
   }
   c = checkpoints_current ();
   state_put_string (&b, c ? c->name : "");
@@ -106,16 +151,8 @@ bitmap_file (const struct node *n, uint32_t i)
   return asprintf (&name, "bitmap.%s.%u", n->name, i) == -1 ? NULL : name;
 }
 
-static uint32_t
-nr_persistent (const struct node *n)
-{
-  struct dirty_bitmap *d;
-  uint32_t nr = 0;
-
-  for (d = n->bitmaps; d; d = d->next)
-    nr += d->persistent;
-  return nr;
-}
+/* Oldest first, so that loading keeps the order. */
+DEFINE_VECTOR_TYPE (dirty_bitmap_ptrs, struct dirty_bitmap *);
 
 /* Write the bits of N's I-th persistent bitmap D.  False if not. */
 static bool
@@ -141,75 +178,61 @@ persist_save_node (struct node *n, bool clean, bool durable)
 {
   CLEANUP_FREE char *name = node_file (n);
   struct state_buf b = STATE_BUF_INIT;
-  struct dirty_bitmap *d, **list;
-  uint32_t nr = nr_persistent (n), i = 0, j;
+  dirty_bitmap_ptrs list = empty_vector;
+  struct dirty_bitmap *d;
+  uint32_t j;
+  int r;
 
   if (name == NULL)
     return -1;
-  if (nr == 0) {                /* nothing to keep: record nothing */
-    return state_remove (state_dir, name);
-  }
-  list = malloc (nr * sizeof *list);
-  if (list == NULL)
-    return -1;
   for (d = n->bitmaps; d; d = d->next)
-    if (d->persistent)
-      list[nr - ++i] = d;
+    if (d->persistent && dirty_bitmap_ptrs_insert (&list, d, 0) == -1) {
+      dirty_bitmap_ptrs_reset (&list);
+      return -1;
+    }
+  if (list.len == 0)            /* nothing to keep: record nothing */
+    return state_remove (state_dir, name);
   state_put_u64 (&b, n->size);
-  state_put_u32 (&b, nr);
-  for (j = 0; j < nr; j++) {
-    bool ok = !list[j]->inconsistent && (!clean || save_bits (n, j, list[j]));
-    state_put_string (&b, list[j]->name);
-    state_put_u32 (&b, bitmap_granularity (list[j]->bm));
-    state_put_u8 (&b, (list[j]->recording ? F_RECORDING : 0) |
-                  (list[j]->checkpoint ? F_CHECKPOINT : 0) |
+  state_put_u32 (&b, list.len);
+  for (j = 0; j < list.len; j++) {
+    d = list.ptr[j];
+    bool ok = !d->inconsistent && (!clean || save_bits (n, j, d));
+    state_put_string (&b, d->name);
+    state_put_u32 (&b, bitmap_granularity (d->bm));
+    state_put_u8 (&b, (d->recording ? F_RECORDING : 0) |
+                  (d->checkpoint ? F_CHECKPOINT : 0) |
                   (ok ? 0 : F_INCONSISTENT));
   }
   /* Last, so that a file says "clean" only once its bits are saved. */
   state_put_u8 (&b, clean);
-  free (list);
-  return save (name, KIND_NODE, &b, durable);
-}
-
-static void
-save_node_dirty (struct node *n, void *failed)
-{
-  if (persist_save_node (n, false, false) == -1)
-    * (bool *) failed = true;
-}
-
-static void
-save_node_clean (struct node *n, void *opaque)
-{
-  persist_save_node (n, true, true);
+  r = save (name, KIND_NODE, &b, durable);
+  dirty_bitmap_ptrs_reset (&list);
+  return r;
 }
 
 int
 persist_save_metadata (void)
 {
+  struct node *n;
   bool failed = false;
 
-  if (!state_dir)
-    return 0;
   if (save_checkpoints (false) == -1)
     failed = true;
-  nodes_foreach (save_node_dirty, &failed);
+  for (n = nodes_list (); n; n = n->next)
+    if (persist_save_node (n, false, false) == -1)
+      failed = true;
   return failed ? -1 : 0;
 }
 
 void
 persist_save_all (void)
 {
+  struct node *n;
+
   if (!state_dir)
     return;
   save_checkpoints (true);
-  nodes_foreach (save_node_clean, NULL);
-}
-
-void
-persist_save_node_clean (struct node *n)
-{
-  if (state_dir)
+  for (n = nodes_list (); n; n = n->next)
     persist_save_node (n, true, true);
 }
 
@@ -217,7 +240,7 @@ static int
 load_one_checkpoint (struct state_reader *r)
 {
   CLEANUP_FREE char *name = NULL, *parent = NULL, *desc = NULL;
-  char **disks = NULL;
+  string_vector disks = empty_vector;
   uint8_t has_desc = 0;
   uint64_t ctime = 0;
   uint32_t nr = 0, i;
@@ -228,20 +251,19 @@ load_one_checkpoint (struct state_reader *r)
   state_get_string (r, &desc);
   state_get_u64 (r, &ctime);
   state_get_u32 (r, &nr);
-  if (r->err || nr > r->left / 4)
+  if (r->err || nr > r->left / 4 || string_vector_reserve (&disks, nr) == -1)
     return -1;
-  disks = calloc (nr ? nr : 1, sizeof *disks);
-  for (i = 0; disks && i < nr; i++)
-    state_get_string (r, &disks[i]);
-  if (disks == NULL || r->err ||
-      checkpoints_restore (name, parent[0] ? parent : NULL,
-                           has_desc ? desc : NULL, ctime, disks, nr) == -1) {
-    for (i = 0; disks && i < nr; i++)
-      free (disks[i]);
-    free (disks);
+  for (i = 0; i < nr && r->err == 0; i++) {
+    char *disk = NULL;
+    if (state_get_string (r, &disk) == 0)
+      string_vector_append (&disks, disk);
+  }
+  if (r->err) {
+    string_vector_free_all (&disks);
     return -1;
   }
-  return 0;
+  return checkpoints_restore (name, parent[0] ? parent : NULL,
+                              has_desc ? desc : NULL, ctime, &disks);
 }
 
 /* Keep a damaged state file for whoever wants to look at it, out of

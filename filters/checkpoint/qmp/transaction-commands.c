@@ -1,4 +1,6 @@
-/* The transaction command: every action at one instant, or none. */
+/* The transaction command, the action registry and the way every change
+ * runs (see actions.h).
+ */
 #include <config.h>
 
 #include <string.h>
@@ -6,14 +8,42 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
-#include "transaction.h"
+#include "core/node.h"
+#include "qmp/actions.h"
+#include "qmp/commands.h"
+
+void
+change_begin (struct txn *t)
+{
+  *t = (struct txn) TXN_INIT;
+  nodes_barrier_raise ();
+}
+
+/* The commit steps run before the barrier is lowered, so no write sees
+ * a removed bitmap go.
+ */
+int
+change_commit (struct txn *t, struct qmp_error *err)
+{
+  int r = txn_commit (t, err);
+
+  nodes_barrier_lower ();
+  return r;
+}
+
+void
+change_abort (struct txn *t)
+{
+  txn_abort (t);
+  nodes_barrier_lower ();
+}
 
 #define MAX_TABLES 8
 static const struct txn_action *tables[MAX_TABLES];
 static size_t nr_tables;
 
 void
-transaction_register_actions (const struct txn_action *actions)
+actions_register (const struct txn_action *actions)
 {
   if (nr_tables < MAX_TABLES)
     tables[nr_tables++] = actions;
@@ -33,17 +63,17 @@ find_action (const char *type)
 }
 
 json_t *
-transaction_run_one (const struct txn_action *a, json_t *args,
-                     struct qmp_error *err)
+action_run_one (const struct txn_action *a, json_t *args,
+                struct qmp_error *err)
 {
   struct txn t;
   json_t *ret;
 
-  txn_begin (&t);
+  change_begin (&t);
   ret = a->run (&t, args, err);
   if (ret == NULL)
-    txn_abort (&t);
-  else if (txn_commit (&t, err) == -1) {
+    change_abort (&t);
+  else if (change_commit (&t, err) == -1) {
     json_decref (ret);
     ret = NULL;
   }
@@ -65,8 +95,6 @@ check_actions (json_t *actions, struct qmp_error *err)
   json_t *action;
   size_t i;
 
-  if (json_array_size (actions) == 0)
-    return true;
   json_array_foreach (actions, i, action) {
     const struct txn_action *a;
     json_t *data;
@@ -144,7 +172,7 @@ transaction (json_t *args, struct qmp_error *err)
     json_decref (empty);
     return NULL;
   }
-  txn_begin (&t);
+  change_begin (&t);
   json_array_foreach (actions, i, action) {
     json_t *data = json_object_get (action, "data");
     const struct txn_action *a =
@@ -152,14 +180,14 @@ transaction (json_t *args, struct qmp_error *err)
 
     ret = a->run (&t, data ? data : empty, err);
     if (ret == NULL) {
-      txn_abort (&t);
+      change_abort (&t);
       json_decref (empty);
       return NULL;
     }
     json_decref (ret);
   }
   json_decref (empty);
-  return txn_commit (&t, err) == 0 ? json_object () : NULL;
+  return change_commit (&t, err) == 0 ? json_object () : NULL;
 }
 
 /* The abort action always fails: for testing the rollback. */
@@ -171,6 +199,9 @@ abort_action (struct txn *t, json_t *args, struct qmp_error *err)
 }
 
 static const struct txn_action abort_actions[] = {
+  /* abort: always fails, so that every action before it is undone.
+   * Arguments: none.  Errors: "Transaction aborted using Abort action".
+   */
   { "abort", NULL, abort_action },
   { NULL }
 };
@@ -182,6 +213,17 @@ static const struct qmp_arg transaction_args[] = {
 };
 
 static const struct qmp_command commands[] = {
+  /* transaction: run every action at one instant (no guest write lands
+   * between them) or none at all.
+   * Arguments: actions ([{"type": T, "data": {...}}]; T is any
+   * block-dirty-bitmap-* command, checkpoint-create, backup-begin or
+   * abort), properties? ({"completion-mode": "individual"}; "grouped"
+   * is refused while no action starts a job).
+   * Returns: {}.
+   * Errors: the first failing action's error, after undoing the others;
+   * "Cannot save the state directory ..." when the result cannot be
+   * recorded (nothing is changed then).
+   */
   { "transaction", transaction_args, transaction },
   { NULL }
 };
@@ -189,8 +231,8 @@ static const struct qmp_command commands[] = {
 static const struct qmp_command_set command_set = { "checkpoint", commands };
 
 void
-transaction_register_command (void)
+transaction_commands_register (void)
 {
-  transaction_register_actions (abort_actions);
+  actions_register (abort_actions);
   qmp_register_commands (&command_set);
 }

@@ -1,4 +1,6 @@
-/* QEMU's block-dirty-bitmap-* commands, each also a transaction action. */
+/* QEMU's block-dirty-bitmap-* commands, each also a transaction action
+ * (QEMU's names, arguments, errors and meaning; spec/qmp.md).
+ */
 #include <config.h>
 
 #include <errno.h>
@@ -8,13 +10,14 @@
 #include <nbdkit-filter.h>
 
 #include "bitmap.h"
-#include "bitmaps.h"
-#include "transaction.h"
+#include "core/bitmap-ops.h"
+#include "qmp/actions.h"
+#include "qmp/commands.h"
 
 static json_t *
 add_action (struct txn *t, json_t *args, struct qmp_error *err)
 {
-  struct node *n = bitmaps_node (qmp_arg_str (args, "node", ""), err);
+  struct node *n = nodes_lookup (qmp_arg_str (args, "node", ""), err);
 
   if (n == NULL ||
       bitmaps_add (t, n, qmp_arg_str (args, "name", ""),
@@ -34,13 +37,9 @@ lookup (json_t *args, bool change, struct node **n, struct qmp_error *err)
 }
 
 static json_t *
-done (int r, struct qmp_error *err)
+done (int r)
 {
-  if (r == -1) {
-    qmp_error (err, "out of memory");
-    return NULL;
-  }
-  return json_object ();
+  return r == -1 ? NULL : json_object ();
 }
 
 static json_t *
@@ -57,7 +56,7 @@ remove_action (struct txn *t, json_t *args, struct qmp_error *err)
                "and cannot be used", d->name);
     return NULL;
   }
-  return d ? done (bitmaps_remove (t, n, d), err) : NULL;
+  return d ? done (bitmaps_remove (t, n, d, err)) : NULL;
 }
 
 static json_t *
@@ -66,7 +65,7 @@ clear_action (struct txn *t, json_t *args, struct qmp_error *err)
   struct node *n;
   struct dirty_bitmap *d = lookup (args, true, &n, err);
 
-  return d ? done (bitmaps_clear (t, n, d), err) : NULL;
+  return d ? done (bitmaps_clear (t, n, d, err)) : NULL;
 }
 
 static json_t *
@@ -75,7 +74,7 @@ enable_action (struct txn *t, json_t *args, struct qmp_error *err)
   struct node *n;
   struct dirty_bitmap *d = lookup (args, true, &n, err);
 
-  return d ? done (bitmaps_set_recording (t, n, d, true), err) : NULL;
+  return d ? done (bitmaps_set_recording (t, n, d, true, err)) : NULL;
 }
 
 static json_t *
@@ -84,7 +83,7 @@ disable_action (struct txn *t, json_t *args, struct qmp_error *err)
   struct node *n;
   struct dirty_bitmap *d = lookup (args, true, &n, err);
 
-  return d ? done (bitmaps_set_recording (t, n, d, false), err) : NULL;
+  return d ? done (bitmaps_set_recording (t, n, d, false, err)) : NULL;
 }
 
 /* A source of merge: a name on the target's node, or {node, name}. */
@@ -144,8 +143,8 @@ merge_action (struct txn *t, json_t *args, struct qmp_error *err)
       qmp_error (err, "Bitmaps are incompatible and can't be merged");
       return NULL;
     }
-    if (d != target && bitmaps_merge (t, n, target, d->bm) == -1)
-      return done (-1, err);
+    if (d != target && bitmaps_merge (t, n, target, d->bm, err) == -1)
+      return NULL;
   }
   return json_object ();
 }
@@ -188,11 +187,44 @@ static const struct qmp_arg merge_args[] = {
 };
 
 static const struct txn_action actions[] = {
+  /* block-dirty-bitmap-add: a new, clean bitmap on NODE that records
+   * every guest write from now on (unless disabled).
+   * Arguments: node, name (1 to 1023 bytes, not yet on the node),
+   * granularity? (a power of two, 512 B to 2 GiB; 64 KiB),
+   * persistent? (kept in state=; false), disabled? (false).
+   * Returns: {}.
+   * Errors: "Cannot find device='N' nor node-name='N'"; "Bitmap already
+   * exists: NAME"; "Granularity must be power of 2 and at least 512";
+   * "Can't store persistent bitmaps to N: ..." without state=.
+   */
   { "block-dirty-bitmap-add", add_args, add_action },
+  /* block-dirty-bitmap-remove: drop a bitmap (at commit, inside a
+   * transaction); inconsistent ones may be removed, busy ones not.
+   * Arguments: node, name.  Returns: {}.
+   * Errors: unknown node; "Dirty bitmap 'NAME' not found"; "Bitmap
+   * 'NAME' is currently in use by another operation and cannot be used".
+   */
   { "block-dirty-bitmap-remove", node_name_args, remove_action },
+  /* block-dirty-bitmap-clear: every chunk clean again.
+   * Arguments: node, name.  Returns: {}.
+   * Errors: as remove, and "Bitmap 'NAME' is inconsistent and cannot be
+   * used".
+   */
   { "block-dirty-bitmap-clear", node_name_args, clear_action },
+  /* block-dirty-bitmap-enable / -disable: start or stop recording
+   * guest writes.  Arguments: node, name.  Returns: {}.
+   * Errors: as clear.
+   */
   { "block-dirty-bitmap-enable", node_name_args, enable_action },
   { "block-dirty-bitmap-disable", node_name_args, disable_action },
+  /* block-dirty-bitmap-merge: TARGET |= each of BITMAPS.
+   * Arguments: node, target, bitmaps ([name on NODE, or {"node",
+   * "name"}], at least one).  Returns: {}.
+   * Errors: as clear for the target; unknown or inconsistent sources;
+   * "Parameter 'bitmaps' must list at least one bitmap" (QEMU 7.2
+   * crashes instead); "Bitmaps are incompatible and can't be merged"
+   * for bitmaps of disks of different sizes.
+   */
   { "block-dirty-bitmap-merge", merge_args, merge_action },
   { NULL }
 };
@@ -202,7 +234,7 @@ static const struct txn_action actions[] = {
   static json_t *                                               \
   fn (json_t *args, struct qmp_error *err)                      \
   {                                                             \
-    return transaction_run_one (&actions[i], args, err);        \
+    return action_run_one (&actions[i], args, err);             \
   }
 COMMAND (add_command, 0)
 COMMAND (remove_command, 1)
@@ -218,6 +250,12 @@ static const struct qmp_command commands[] = {
   { "block-dirty-bitmap-enable", node_name_args, enable_command },
   { "block-dirty-bitmap-disable", node_name_args, disable_command },
   { "block-dirty-bitmap-merge", merge_args, merge_command },
+  /* x-debug-block-dirty-bitmap-sha256: the SHA-256 of the bitmap's bits
+   * in QEMU 7.2's layout (bit i of byte i/8 is chunk i, padded with
+   * zero bytes to a multiple of 8), as 64 hex digits.
+   * Arguments: node, name.  Returns: {"sha256": HEX}.
+   * Errors: unknown node or bitmap.
+   */
   { "x-debug-block-dirty-bitmap-sha256", node_name_args, sha256 },
   { NULL }
 };
@@ -225,8 +263,8 @@ static const struct qmp_command commands[] = {
 static const struct qmp_command_set command_set = { "checkpoint", commands };
 
 void
-bitmap_register_commands (void)
+bitmap_commands_register (void)
 {
-  transaction_register_actions (actions);
+  actions_register (actions);
   qmp_register_commands (&command_set);
 }

@@ -14,10 +14,10 @@
 #include "bitmap.h"
 #include "state.h"
 #include "buffer.h"
-#include "bitmaps.h"
-#include "checkpoints.h"
-#include "persist.h"
-#include "persist-internal.h"
+#include "core/bitmap-ops.h"
+#include "core/checkpoint-chain.h"
+#include "engines/persist.h"
+#include "engines/persist-format.h"
 
 /* The bits of bitmap I, or NULL if they cannot be trusted. */
 static struct bitmap *
@@ -48,20 +48,22 @@ load_bits (struct node *n, uint32_t i, uint32_t granularity)
 static struct dirty_bitmap *
 load_entry (struct node *n, struct state_reader *r, uint32_t i, bool clean)
 {
-  struct dirty_bitmap *d = calloc (1, sizeof *d);
+  CLEANUP_FREE char *name = NULL;
+  struct dirty_bitmap *d;
   uint32_t granularity = 0;
   uint8_t flags = 0;
 
-  if (d == NULL)
-    return NULL;
-  state_get_string (r, &d->name);
+  state_get_string (r, &name);
   state_get_u32 (r, &granularity);
   state_get_u8 (r, &flags);
   if (r->err || granularity < BITMAP_MIN_GRANULARITY ||
-      (granularity & (granularity - 1))) {
-    dirty_bitmap_free (d);
+      (granularity & (granularity - 1)))
     return NULL;
-  }
+  d = calloc (1, sizeof *d);
+  if (d == NULL)
+    return NULL;
+  d->name = name;
+  name = NULL;
   d->persistent = true;
   d->recording = flags & F_RECORDING;
   d->checkpoint = flags & F_CHECKPOINT;
@@ -89,13 +91,12 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i, bool clean)
 }
 
 static int
-size_mismatch (struct node *n, uint64_t saved, char **why)
+size_mismatch (struct node *n, uint64_t saved, struct qmp_error *err)
 {
-  if (asprintf (why, "Disk '%s' is %" PRIu64 " bytes but its saved "
-                "bitmaps are for %" PRIu64 " bytes: refusing to track it "
-                "wrongly (move %s/node.%s away to start afresh)",
-                n->name, n->size, saved, persist_dir (), n->name) == -1)
-    *why = NULL;
+  qmp_error (err, "Disk '%s' is %" PRIu64 " bytes but its saved "
+             "bitmaps are for %" PRIu64 " bytes: refusing to track it "
+             "wrongly (move %s/node.%s away to start afresh)",
+             n->name, n->size, saved, persist_dir (), n->name);
   return -1;
 }
 
@@ -109,7 +110,7 @@ mark_all_inconsistent (struct node *n)
   for (d = n->bitmaps; d; d = d->next)
     if (d->persistent)
       d->inconsistent = true;
-  nodes_update_recording (n);
+  node_update_recording (n);
 }
 
 static void
@@ -121,7 +122,7 @@ drop_bitmaps (struct node *n)
     n->bitmaps = d->next;
     dirty_bitmap_free (d);
   }
-  nodes_update_recording (n);
+  node_update_recording (n);
 }
 
 /* Link the loaded bitmaps, oldest first, so the newest ends up first. */
@@ -132,7 +133,7 @@ load_entries (struct node *n, struct state_reader *r, uint32_t nr,
   struct dirty_bitmap *d;
   uint32_t i;
 
-  if (nr > r->left / 9 || nodes_reserve_recording (n, nr) == -1)
+  if (nr > r->left / 9 || node_reserve_recording (n, nr) == -1)
     return -1;
   for (i = 0; i < nr; i++) {
     d = load_entry (n, r, i, clean);
@@ -141,12 +142,12 @@ load_entries (struct node *n, struct state_reader *r, uint32_t nr,
     d->next = n->bitmaps;
     n->bitmaps = d;
   }
-  nodes_update_recording (n);
+  node_update_recording (n);
   return 0;
 }
 
 int
-persist_load_node (struct node *n, char **why)
+persist_load_node (struct node *n, struct qmp_error *err)
 {
   CLEANUP_FREE char *name = NULL;
   CLEANUP_FREE void *data = NULL;
@@ -156,11 +157,10 @@ persist_load_node (struct node *n, char **why)
   uint8_t clean = 0;
   size_t len;
 
-  *why = NULL;
-  if (!persist_enabled ())
-    return 0;
-  if (asprintf (&name, "node.%s", n->name) == -1)
+  if (asprintf (&name, "node.%s", n->name) == -1) {
+    qmp_error (err, "out of memory");
     return -1;
+  }
   if (state_read (persist_dir (), name, KIND_NODE, &data, &len) == -1) {
     if (errno == ENOENT)
       return 0;
@@ -174,7 +174,7 @@ persist_load_node (struct node *n, char **why)
   state_get_u64 (&r, &size);
   state_get_u32 (&r, &nr);
   if (r.err == 0 && size != n->size)
-    return size_mismatch (n, size, why);
+    return size_mismatch (n, size, err);
   /* The clean flag is the last byte; read it first. */
   if (len > 0)
     clean = ((const uint8_t *) data)[len - 1];

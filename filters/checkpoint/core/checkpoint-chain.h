@@ -1,4 +1,4 @@
-/* Checkpoints, libvirt's model over our bitmaps.
+/* The checkpoint chain: libvirt's checkpoints over a node's bitmaps.
  *
  * Checkpoints are kept in creation order; each names its disks.  On
  * each disk, the checkpoints that cover it form a chain in which only
@@ -9,18 +9,21 @@
  * there are.
  *
  * All functions run with the monitor lock held; the changing ones
- * inside a txn.
+ * inside a txn with the barrier raised (as bitmap-ops.h).  A
+ * checkpoint's bitmap is persistent when persistence is available
+ * (bitmaps_persistence).
  */
-#ifndef CHECKPOINT_CHECKPOINTS_H
-#define CHECKPOINT_CHECKPOINTS_H
+#ifndef CHECKPOINT_CORE_CHECKPOINT_CHAIN_H
+#define CHECKPOINT_CORE_CHECKPOINT_CHAIN_H
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <jansson.h>
 
 #include "qmp.h"
-#include "txn.h"
-#include "nodes.h"
+#include "core/txn.h"
+#include "core/node.h"
+
+DEFINE_VECTOR_TYPE (string_vector, char *);
 
 struct checkpoint {
   struct checkpoint *next;      /* creation order, oldest first */
@@ -28,8 +31,7 @@ struct checkpoint {
   char *name;
   char *description;            /* may be NULL */
   int64_t creation_time;        /* seconds */
-  char **disks;                 /* node names */
-  size_t nr_disks;
+  string_vector disks;          /* node names */
 };
 
 extern struct checkpoint *checkpoints_find (const char *name);
@@ -44,21 +46,26 @@ extern struct bitmap *checkpoints_changed_since (const struct checkpoint *c,
                                                  struct node *n,
                                                  struct qmp_error *err);
 
-/* Create checkpoint NAME over DISKS (NULL: every node). */
+/* Create checkpoint NAME over the nodes named in DISKS (NULL: every
+ * node), which must be known, named once, and have no bitmap NAME yet.
+ */
 extern struct checkpoint *checkpoints_create (struct txn *t, const char *name,
                                               const char *description,
-                                              json_t *disks,
+                                              const string_vector *disks,
                                               struct qmp_error *err);
 extern int checkpoints_delete (struct txn *t, struct checkpoint *c,
                                bool metadata_only, struct qmp_error *err);
 
-/* Loading state: add a checkpoint as it was saved (no bitmaps made). */
+/* Loading state: add a checkpoint as it was saved (no bitmaps made),
+ * taking over DISKS (emptied, also on error).
+ */
 extern int checkpoints_restore (const char *name, const char *parent,
                                 const char *description, int64_t ctime,
-                                char **disks, size_t nr_disks);
+                                string_vector *disks);
 extern void checkpoints_set_current (struct checkpoint *c);
 extern void checkpoints_free_all (void);
 
-extern void checkpoint_register_commands (void);
+/* Free the strings of V and V itself. */
+extern void string_vector_free_all (string_vector *v);
 
-#endif /* CHECKPOINT_CHECKPOINTS_H */
+#endif /* CHECKPOINT_CORE_CHECKPOINT_CHAIN_H */

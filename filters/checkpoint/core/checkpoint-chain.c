@@ -1,20 +1,35 @@
+/* The checkpoint chain (see checkpoint-chain.h). */
 #include <config.h>
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define NBDKIT_API_VERSION 2
-#include <nbdkit-filter.h>
-
 #include "bitmap.h"
-#include "bitmaps.h"
-#include "checkpoints.h"
-#include "persist.h"
+#include "core/bitmap-ops.h"
+#include "core/checkpoint-chain.h"
 
 static struct checkpoint *checkpoints;  /* oldest first */
 static struct checkpoint *current;
+
+DEFINE_VECTOR_TYPE (checkpoint_ptrs, struct checkpoint *);
+
+static int
+out_of_memory (struct qmp_error *err)
+{
+  qmp_error (err, "out of memory");
+  return -1;
+}
+
+void
+string_vector_free_all (string_vector *v)
+{
+  size_t i;
+
+  for (i = 0; i < v->len; i++)
+    free (v->ptr[i]);
+  string_vector_reset (v);
+}
 
 struct checkpoint *
 checkpoints_list (void)
@@ -26,6 +41,12 @@ struct checkpoint *
 checkpoints_current (void)
 {
   return current;
+}
+
+void
+checkpoints_set_current (struct checkpoint *c)
+{
+  current = c;
 }
 
 struct checkpoint *
@@ -44,8 +65,8 @@ checkpoint_covers (const struct checkpoint *c, const char *node)
 {
   size_t i;
 
-  for (i = 0; i < c->nr_disks; i++)
-    if (strcmp (c->disks[i], node) == 0)
+  for (i = 0; i < c->disks.len; i++)
+    if (strcmp (c->disks.ptr[i], node) == 0)
       return true;
   return false;
 }
@@ -53,13 +74,9 @@ checkpoint_covers (const struct checkpoint *c, const char *node)
 static void
 checkpoint_free (struct checkpoint *c)
 {
-  size_t i;
-
   if (c == NULL)
     return;
-  for (i = 0; i < c->nr_disks; i++)
-    free (c->disks[i]);
-  free (c->disks);
+  string_vector_free_all (&c->disks);
   free (c->name);
   free (c->description);
   free (c);
@@ -77,6 +94,16 @@ checkpoints_free_all (void)
   current = NULL;
 }
 
+static void
+append (struct checkpoint *c)
+{
+  struct checkpoint **pp;
+
+  for (pp = &checkpoints; *pp; pp = &(*pp)->next)
+    ;
+  *pp = c;
+}
+
 /* The newest checkpoint before C (NULL: the newest of all) that
  * covers NODE.
  */
@@ -89,6 +116,19 @@ previous_on (const struct checkpoint *c, const char *node)
     if (checkpoint_covers (p, node))
       found = p;
   return found;
+}
+
+/* The bitmap of checkpoint P on N, if it can be read. */
+static struct dirty_bitmap *
+usable_bitmap (const struct checkpoint *p, struct node *n,
+               struct qmp_error *err)
+{
+  struct dirty_bitmap *d = bitmaps_find (n, p->name);
+
+  if (d == NULL || d->inconsistent)
+    qmp_error (err, "Bitmap '%s' on '%s' is inconsistent and cannot be "
+               "used", p->name, n->name);
+  return d && !d->inconsistent ? d : NULL;
 }
 
 struct bitmap *
@@ -106,38 +146,31 @@ checkpoints_changed_since (const struct checkpoint *c, struct node *n,
     return NULL;
   }
   bm = bitmap_new (n->size, bitmap_granularity (d->bm));
-  if (bm == NULL)
-    goto nomem;
+  if (bm == NULL) {
+    out_of_memory (err);
+    return NULL;
+  }
   for (p = c; p; p = p->next) {
     if (!checkpoint_covers (p, n->name))
       continue;
-    d = bitmaps_find (n, p->name);
-    if (d == NULL || d->inconsistent) {
-      qmp_error (err, "Bitmap '%s' on '%s' is inconsistent and cannot be "
-                 "used", p->name, n->name);
+    if ((d = usable_bitmap (p, n, err)) == NULL ||
+        (bitmap_merge (bm, d->bm) == -1 && out_of_memory (err))) {
       bitmap_free (bm);
       return NULL;
     }
-    if (bitmap_merge (bm, d->bm) == -1)
-      goto nomem;
   }
   return bm;
- nomem:
-  bitmap_free (bm);
-  qmp_error (err, "out of memory");
-  return NULL;
 }
 
 /* Undo of any change to the list: the list, every parent and the
- * current checkpoint as they were, plus checkpoints to free.
+ * current checkpoint as they were, plus the checkpoint to free.
  */
 struct list_undo {
-  struct checkpoint **order;    /* the old list, in order */
-  struct checkpoint **parents;  /* each one's old parent */
-  size_t nr;
+  checkpoint_ptrs order;        /* the old list, in order */
+  checkpoint_ptrs parents;      /* each one's old parent */
   struct checkpoint *current;
   struct checkpoint *added;     /* freed if undone */
-  struct checkpoint *removed;   /* freed if not undone */
+  struct checkpoint *removed;   /* freed if committed */
   bool undone;
 };
 
@@ -148,28 +181,30 @@ undo_list (void *p)
   size_t i;
 
   checkpoints = NULL;
-  for (i = u->nr; i-- > 0; ) {
-    u->order[i]->next = checkpoints;
-    u->order[i]->parent = u->parents[i];
-    checkpoints = u->order[i];
+  for (i = u->order.len; i-- > 0; ) {
+    u->order.ptr[i]->next = checkpoints;
+    u->order.ptr[i]->parent = u->parents.ptr[i];
+    checkpoints = u->order.ptr[i];
   }
   current = u->current;
   u->undone = true;
 }
 
+/* Last, when no step can refer to the checkpoint any more. */
 static void
-done_list (void *p)
+clean_list (void *p)
 {
   struct list_undo *u = p;
 
-  if (u->undone)
-    checkpoint_free (u->added);
-  else
-    checkpoint_free (u->removed);
-  free (u->order);
-  free (u->parents);
+  checkpoint_free (u->undone ? u->added : u->removed);
+  checkpoint_ptrs_reset (&u->order);
+  checkpoint_ptrs_reset (&u->parents);
   free (u);
 }
+
+static const struct txn_step_ops list_ops = {
+  .undo = undo_list, .clean = clean_list,
+};
 
 /* Save the list before changing it. */
 static struct list_undo *
@@ -181,17 +216,15 @@ save_list (void)
 
   for (c = checkpoints; c; c = c->next)
     n++;
-  if (u == NULL ||
-      (u->order = malloc ((n + 1) * sizeof *u->order)) == NULL ||
-      (u->parents = malloc ((n + 1) * sizeof *u->parents)) == NULL) {
+  if (u == NULL || checkpoint_ptrs_reserve (&u->order, n) == -1 ||
+      checkpoint_ptrs_reserve (&u->parents, n) == -1) {
     if (u)
-      free (u->order);
-    free (u);
+      clean_list (u);
     return NULL;
   }
   for (c = checkpoints; c; c = c->next) {
-    u->order[u->nr] = c;
-    u->parents[u->nr++] = c->parent;
+    checkpoint_ptrs_append (&u->order, c);
+    checkpoint_ptrs_append (&u->parents, c->parent);
   }
   u->current = current;
   return u;
@@ -212,82 +245,66 @@ check_new_name (const char *name, struct qmp_error *err)
   return true;
 }
 
-static void
-add_node_name (struct node *n, void *list)
-{
-  json_array_append_new (list, json_string (n->name));
-}
-
 /* The disks of a new checkpoint, checked: known, not twice, and with
- * no bitmap of the checkpoint's name yet.
+ * no bitmap of the checkpoint's name yet.  A copy in *OUT.
  */
-static json_t *
-checked_disks (const char *name, json_t *disks, struct qmp_error *err)
+static int
+checked_disks (const char *name, const string_vector *disks,
+               string_vector *out, struct qmp_error *err)
 {
-  json_t *list = json_array (), *v, *w;
+  struct node *n;
   size_t i, j;
 
-  if (disks)
-    json_array_foreach (disks, i, v) {
-      if (!json_is_string (v)) {
-        qmp_error (err, "Invalid parameter type for 'disks', expected: "
-                   "string");
-        goto fail;
-      }
-      json_array_append (list, v);
-    }
-  else
-    nodes_foreach (add_node_name, list);
-  if (json_array_size (list) == 0) {
+  for (n = nodes_list (); disks == NULL && n; n = n->next)
+    if (string_vector_append (out, n->name) == -1)
+      return out_of_memory (err);
+  for (i = 0; disks && i < disks->len; i++)
+    if (string_vector_append (out, disks->ptr[i]) == -1)
+      return out_of_memory (err);
+  if (out->len == 0) {
     qmp_error (err, "A checkpoint needs at least one disk");
-    goto fail;
+    return -1;
   }
-  json_array_foreach (list, i, v) {
-    struct node *n = bitmaps_node (json_string_value (v), err);
-    if (n == NULL)
-      goto fail;
-    for (j = 0; j < i; j++) {
-      w = json_array_get (list, j);
-      if (strcmp (json_string_value (w), json_string_value (v)) == 0) {
-        qmp_error (err, "Disk '%s' is named twice", json_string_value (v));
-        goto fail;
+  for (i = 0; i < out->len; i++) {
+    if ((n = nodes_lookup (out->ptr[i], err)) == NULL)
+      return -1;
+    for (j = 0; j < i; j++)
+      if (strcmp (out->ptr[i], out->ptr[j]) == 0) {
+        qmp_error (err, "Disk '%s' is named twice", out->ptr[i]);
+        return -1;
       }
-    }
     if (bitmaps_find (n, name)) {
       qmp_error (err, "Bitmap already exists: %s", name);
-      goto fail;
+      return -1;
     }
   }
-  return list;
- fail:
-  json_decref (list);
-  return NULL;
+  return 0;
 }
 
+/* A new checkpoint over DISKS (borrowed names, copied here). */
 static struct checkpoint *
-checkpoint_new (const char *name, const char *description, json_t *disks)
+checkpoint_new (const char *name, const char *description,
+                const string_vector *disks)
 {
   struct checkpoint *c = calloc (1, sizeof *c);
-  json_t *v;
   size_t i;
 
   if (c == NULL)
     return NULL;
   c->name = strdup (name);
   c->description = description ? strdup (description) : NULL;
-  c->disks = calloc (json_array_size (disks), sizeof *c->disks);
-  if (c->name == NULL || c->disks == NULL ||
-      (description && c->description == NULL)) {
+  if (c->name == NULL || (description && c->description == NULL) ||
+      string_vector_reserve (&c->disks, disks->len) == -1) {
     checkpoint_free (c);
     return NULL;
   }
-  json_array_foreach (disks, i, v) {
-    c->disks[i] = strdup (json_string_value (v));
-    if (c->disks[i] == NULL) {
+  for (i = 0; i < disks->len; i++) {
+    char *s = strdup (disks->ptr[i]);
+    if (s == NULL) {
       checkpoint_free (c);
       return NULL;
     }
-    c->nr_disks++;
+    string_vector_append (&c->disks, s);
   }
   c->creation_time = time (NULL);
   return c;
@@ -303,60 +320,57 @@ start_bitmap (struct txn *t, struct checkpoint *c, const char *node,
   struct dirty_bitmap *d;
 
   if (prev && (d = bitmaps_find (n, prev->name)) != NULL &&
-      bitmaps_set_recording (t, n, d, false) == -1)
-    goto nomem;
-  if (bitmaps_add (t, n, c->name, DEFAULT_GRANULARITY, persist_enabled (),
-                   false, err) == -1)
+      bitmaps_set_recording (t, n, d, false, err) == -1)
     return -1;
-  bitmaps_find (n, c->name)->checkpoint = true;
+  if (bitmaps_add (t, n, c->name, DEFAULT_GRANULARITY,
+                   bitmaps_persistence (), false, err) == -1)
+    return -1;
+  bitmaps_find (n, c->name)->checkpoint = true;         /* undone with it */
   return 0;
- nomem:
-  qmp_error (err, "out of memory");
-  return -1;
 }
 
 struct checkpoint *
 checkpoints_create (struct txn *t, const char *name, const char *description,
-                    json_t *disks, struct qmp_error *err)
+                    const string_vector *disks, struct qmp_error *err)
 {
-  struct checkpoint *c, **pp;
+  string_vector list = empty_vector;
+  struct checkpoint *c;
   struct list_undo *u;
-  json_t *list;
   size_t i;
 
   if (!check_new_name (name, err) ||
-      (list = checked_disks (name, disks, err)) == NULL)
+      checked_disks (name, disks, &list, err) == -1) {
+    string_vector_reset (&list);        /* borrowed names */
     return NULL;
-  c = checkpoint_new (name, description, list);
-  json_decref (list);
+  }
+  c = checkpoint_new (name, description, &list);
+  string_vector_reset (&list);
   if (c == NULL || (u = save_list ()) == NULL) {
     checkpoint_free (c);
-    qmp_error (err, "out of memory");
+    out_of_memory (err);
     return NULL;
   }
   u->added = c;
   c->parent = current;
-  for (pp = &checkpoints; *pp; pp = &(*pp)->next)
-    ;
-  *pp = c;
+  append (c);
   current = c;
-  if (txn_push (t, undo_list, done_list, u) == -1) {
-    qmp_error (err, "out of memory");
+  if (txn_add (t, &list_ops, u) == -1) {
+    out_of_memory (err);
     return NULL;
   }
-  for (i = 0; i < c->nr_disks; i++)
-    if (start_bitmap (t, c, c->disks[i], err) == -1)
+  for (i = 0; i < c->disks.len; i++)
+    if (start_bitmap (t, c, c->disks.ptr[i], err) == -1)
       return NULL;
   return c;
 }
 
-/* On NODE: hand C's changes to the previous checkpoint's bitmap (which
+/* On N: hand C's changes to the previous checkpoint's bitmap (which
  * records again if C's did), then drop C's bitmap or, for
  * metadata-only, leave it as a plain bitmap.
  */
 static int
 retire_bitmap (struct txn *t, struct checkpoint *c, struct node *n,
-               bool metadata_only)
+               bool metadata_only, struct qmp_error *err)
 {
   struct dirty_bitmap *d = bitmaps_find (n, c->name), *pd;
   struct checkpoint *prev = previous_on (c, n->name);
@@ -368,29 +382,38 @@ retire_bitmap (struct txn *t, struct checkpoint *c, struct node *n,
      * then so is what changed since the previous checkpoint.
      */
     if (d->inconsistent) {
-      if (bitmaps_set_inconsistent (t, n, pd) == -1)
+      if (bitmaps_set_inconsistent (t, n, pd, err) == -1)
         return -1;
     }
-    else if (!pd->inconsistent && bitmaps_merge (t, n, pd, d->bm) == -1)
+    else if (!pd->inconsistent && bitmaps_merge (t, n, pd, d->bm, err) == -1)
       return -1;
-    if (d->recording && bitmaps_set_recording (t, n, pd, true) == -1)
+    if (d->recording && bitmaps_set_recording (t, n, pd, true, err) == -1)
       return -1;
   }
-  if (metadata_only) {
-    d->checkpoint = false;      /* plain now; undone with the list */
-    return 0;
-  }
-  return bitmaps_remove (t, n, d);
+  if (metadata_only)
+    return bitmaps_set_checkpoint (t, d, false, err);
+  return bitmaps_remove (t, n, d, err);
 }
 
-struct flag_undo {
-  struct dirty_bitmap *d;
-};
-
-static void
-undo_flag (void *p)
+static int
+check_deletable (struct checkpoint *c, struct qmp_error *err)
 {
-  ((struct flag_undo *) p)->d->checkpoint = true;
+  size_t i;
+
+  for (i = 0; i < c->disks.len; i++) {
+    struct node *n = nodes_find (c->disks.ptr[i]);
+    struct dirty_bitmap *d = n ? bitmaps_find (n, c->name) : NULL;
+    if (n == NULL) {
+      qmp_error (err, "Cannot delete checkpoint '%s': disk '%s' is not "
+                 "present", c->name, c->disks.ptr[i]);
+      return -1;
+    }
+    if (d && d->users > 0) {
+      qmp_error (err, "Checkpoint '%s' is in use by a backup", c->name);
+      return -1;
+    }
+  }
+  return 0;
 }
 
 int
@@ -401,35 +424,14 @@ checkpoints_delete (struct txn *t, struct checkpoint *c, bool metadata_only,
   struct list_undo *u;
   size_t i;
 
-  for (i = 0; i < c->nr_disks; i++) {
-    struct node *n = nodes_find (c->disks[i]);
-    struct dirty_bitmap *d = n ? bitmaps_find (n, c->name) : NULL;
-    if (n == NULL) {
-      qmp_error (err, "Cannot delete checkpoint '%s': disk '%s' is not "
-                 "present", c->name, c->disks[i]);
+  if (check_deletable (c, err) == -1)
+    return -1;
+  for (i = 0; i < c->disks.len; i++)
+    if (retire_bitmap (t, c, nodes_find (c->disks.ptr[i]), metadata_only,
+                       err) == -1)
       return -1;
-    }
-    if (d && d->users > 0) {
-      qmp_error (err, "Checkpoint '%s' is in use by a backup", c->name);
-      return -1;
-    }
-  }
-  for (i = 0; i < c->nr_disks; i++) {
-    struct node *n = nodes_find (c->disks[i]);
-    struct dirty_bitmap *d = bitmaps_find (n, c->name);
-    struct flag_undo *f;
-    if (metadata_only && d) {
-      if ((f = malloc (sizeof *f)) == NULL)
-        goto nomem;
-      f->d = d;
-      if (txn_push (t, undo_flag, free, f) == -1)
-        goto nomem;
-    }
-    if (retire_bitmap (t, c, n, metadata_only) == -1)
-      goto nomem;
-  }
   if ((u = save_list ()) == NULL)
-    goto nomem;
+    return out_of_memory (err);
   u->removed = c;
   for (p = checkpoints; p; p = p->next)
     if (p->parent == c)
@@ -439,37 +441,30 @@ checkpoints_delete (struct txn *t, struct checkpoint *c, bool metadata_only,
   for (pp = &checkpoints; *pp != c; pp = &(*pp)->next)
     ;
   *pp = c->next;
-  if (txn_push (t, undo_list, done_list, u) == -1)
-    goto nomem;
-  return 0;
- nomem:
-  qmp_error (err, "out of memory");
-  return -1;
-}
-
-void
-checkpoints_set_current (struct checkpoint *c)
-{
-  current = c;
+  return txn_add (t, &list_ops, u) == -1 ? out_of_memory (err) : 0;
 }
 
 int
 checkpoints_restore (const char *name, const char *parent,
                      const char *description, int64_t ctime,
-                     char **disks, size_t nr_disks)
+                     string_vector *disks)
 {
-  struct checkpoint *c = calloc (1, sizeof *c), **pp;
+  struct checkpoint *c = calloc (1, sizeof *c);
 
-  if (c == NULL)
+  if (c == NULL) {
+    string_vector_free_all (disks);
     return -1;
+  }
   c->name = strdup (name);
   c->description = description ? strdup (description) : NULL;
   c->creation_time = ctime;
-  c->disks = disks;
-  c->nr_disks = nr_disks;
+  c->disks = *disks;
+  *disks = (string_vector) empty_vector;
   c->parent = parent ? checkpoints_find (parent) : NULL;
-  for (pp = &checkpoints; *pp; pp = &(*pp)->next)
-    ;
-  *pp = c;
-  return c->name ? 0 : -1;
+  if (c->name == NULL || (description && c->description == NULL)) {
+    checkpoint_free (c);
+    return -1;
+  }
+  append (c);
+  return 0;
 }

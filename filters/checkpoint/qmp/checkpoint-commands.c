@@ -10,19 +10,44 @@
 #include <nbdkit-filter.h>
 
 #include "bitmap.h"
-#include "bitmaps.h"
-#include "checkpoints.h"
-#include "transaction.h"
+#include "core/bitmap-ops.h"
+#include "core/checkpoint-chain.h"
+#include "qmp/actions.h"
+#include "qmp/commands.h"
+
+/* The disks argument as node names (borrowed from ARGS). */
+static int
+disk_names (json_t *disks, string_vector *names, struct qmp_error *err)
+{
+  json_t *v;
+  size_t i;
+
+  json_array_foreach (disks, i, v) {
+    if (!json_is_string (v)) {
+      qmp_error (err, "Invalid parameter type for 'disks', expected: "
+                 "string");
+      return -1;
+    }
+    if (string_vector_append (names, (char *) json_string_value (v)) == -1) {
+      qmp_error (err, "out of memory");
+      return -1;
+    }
+  }
+  return 0;
+}
 
 static json_t *
 create_action (struct txn *t, json_t *args, struct qmp_error *err)
 {
-  struct checkpoint *c;
-  json_t *ret;
+  json_t *disks = json_object_get (args, "disks"), *ret;
+  string_vector names = empty_vector;
+  struct checkpoint *c = NULL;
 
-  c = checkpoints_create (t, qmp_arg_str (args, "name", ""),
-                          qmp_arg_str (args, "description", NULL),
-                          json_object_get (args, "disks"), err);
+  if (disk_names (disks, &names, err) == 0)
+    c = checkpoints_create (t, qmp_arg_str (args, "name", ""),
+                            qmp_arg_str (args, "description", NULL),
+                            disks ? &names : NULL, err);
+  string_vector_reset (&names);
   if (c == NULL)
     return NULL;
   ret = json_pack ("{s:s,s:I}", "name", c->name,
@@ -40,6 +65,16 @@ static const struct qmp_arg create_args[] = {
 };
 
 static const struct txn_action actions[] = {
+  /* checkpoint-create: a new checkpoint, child of the current one, that
+   * becomes current; on each of its disks its bitmap (named after it)
+   * records from now on and the previous checkpoint's stops.
+   * Arguments: name (1 to 1023 bytes, new), description?, disks?
+   * ([node]; every node).
+   * Returns: {"name", "parent"? (absent for a root), "creation-time"}.
+   * Errors: "Checkpoint 'NAME' already exists"; unknown node; "Disk 'N'
+   * is named twice"; "Bitmap already exists: NAME" on a disk; "A
+   * checkpoint needs at least one disk".
+   */
   { "checkpoint-create", create_args, create_action },
   { NULL }
 };
@@ -47,7 +82,7 @@ static const struct txn_action actions[] = {
 static json_t *
 create_command (json_t *args, struct qmp_error *err)
 {
-  return transaction_run_one (&actions[0], args, err);
+  return action_run_one (&actions[0], args, err);
 }
 
 static bool
@@ -78,7 +113,7 @@ delete_command (json_t *args, struct qmp_error *err)
     qmp_error (err, "'children' and 'children-only' are mutually exclusive");
     return NULL;
   }
-  txn_begin (&t);
+  change_begin (&t);
   /* Descendants first, newest first, so each merges into a checkpoint
    * that is still there.
    */
@@ -96,9 +131,9 @@ delete_command (json_t *args, struct qmp_error *err)
   } while (more);
   if (!children_only && checkpoints_delete (&t, c, metadata_only, err) == -1)
     goto fail;
-  return txn_commit (&t, err) == 0 ? json_object () : NULL;
+  return change_commit (&t, err) == 0 ? json_object () : NULL;
  fail:
-  txn_abort (&t);
+  change_abort (&t);
   return NULL;
 }
 
@@ -108,7 +143,7 @@ delete_command (json_t *args, struct qmp_error *err)
  * thousand checkpoints costs a thousand merges, not half a million.
  */
 static void
-add_sizes (struct node *n, void *sizes)
+add_sizes (struct node *n, json_t *sizes)
 {
   struct checkpoint *c, **order;
   struct bitmap *acc = NULL;
@@ -151,11 +186,11 @@ describe_disks (const struct checkpoint *c, json_t *sizes)
   json_t *disks = json_array ();
   size_t i;
 
-  for (i = 0; i < c->nr_disks; i++) {
-    json_t *disk = json_pack ("{s:s,s:s}", "node", c->disks[i],
+  for (i = 0; i < c->disks.len; i++) {
+    json_t *disk = json_pack ("{s:s,s:s}", "node", c->disks.ptr[i],
                               "bitmap", c->name);
     json_t *size = json_object_get (json_object_get (sizes, c->name),
-                                    c->disks[i]);
+                                    c->disks.ptr[i]);
     if (size)
       json_object_set (disk, "size", size);
     json_array_append_new (disks, disk);
@@ -223,8 +258,10 @@ query_command (json_t *args, struct qmp_error *err)
   if (leaves && no_leaves)      /* both: no filter, as libvirt does */
     leaves = no_leaves = false;
   if (size) {
+    struct node *n;
     sizes = json_object ();
-    nodes_foreach (add_sizes, sizes);
+    for (n = nodes_list (); n; n = n->next)
+      add_sizes (n, sizes);
   }
   list = json_array ();
   for (c = checkpoints_list (); c; c = c->next) {
@@ -261,7 +298,29 @@ static const struct qmp_arg query_args[] = {
 
 static const struct qmp_command commands[] = {
   { "checkpoint-create", create_args, create_command },
+  /* checkpoint-delete: forget a checkpoint and keep every other one's
+   * "changed since" exact: its bitmap merges into its parent's on each
+   * disk (which records again if it was the newest).
+   * Arguments: name, children? (its descendants too), children-only?
+   * (only its descendants), metadata-only? (leave its bitmaps as plain
+   * persistent bitmaps).
+   * Returns: {}.
+   * Errors: "Checkpoint 'NAME' not found"; "'children' and
+   * 'children-only' are mutually exclusive"; "Checkpoint 'NAME' is in
+   * use by a backup"; "Cannot delete checkpoint ...: disk 'N' is not
+   * present".
+   */
   { "checkpoint-delete", delete_args, delete_command },
+  /* query-checkpoints: the checkpoints, oldest first.
+   * Arguments (filters): roots?, leaves?, no-leaves? (both: no
+   * filter), parent? (its children), descendants? (with parent: all
+   * of them), size? (bytes changed on each disk since each checkpoint,
+   * clipped to the disk size).
+   * Returns: [{"name", "parent"?, "children", "creation-time",
+   * "description"?, "current", "disks": [{"node", "bitmap", "size"?}]}].
+   * Errors: unknown parent; "'roots' and 'parent' are mutually
+   * exclusive"; "'descendants' needs 'parent'".
+   */
   { "query-checkpoints", query_args, query_command },
   { NULL }
 };
@@ -269,8 +328,8 @@ static const struct qmp_command commands[] = {
 static const struct qmp_command_set command_set = { "checkpoint", commands };
 
 void
-checkpoint_register_commands (void)
+checkpoint_commands_register (void)
 {
-  transaction_register_actions (actions);
+  actions_register (actions);
   qmp_register_commands (&command_set);
 }
