@@ -20,63 +20,24 @@
 #      flags], ...]}
 # where "read" is the number of bytes read from the export.
 #
-# As a module: apply(uri, target, full=False) returns the same dict;
-# extents(h) lists an open handle's base:allocation extents.
+# As a module: apply(uri, target, full=False) returns the same dict.
 
+import argparse
 import json
 import os
 import sys
 
 import nbd
 
+from testlib import extents, nbd_open
+
 # Requests stay well below the 32 MiB that nbdkit accepts.
 MAX_REQUEST = 8 * 1024 * 1024
 ZEROS = bytes(MAX_REQUEST)
 
 
-def extents(h):
-    """Every base:allocation extent of the export, in order, as
-    [offset, length, flags], clipped to the export size, adjacent
-    extents of the same flags merged."""
-    size = h.get_size()
-    out = []
-    pos = 0
-    while pos < size:
-        got = []
-
-        def cb(metacontext, offset, entries, err):
-            if metacontext != nbd.CONTEXT_BASE_ALLOCATION:
-                return 0
-            p = offset
-            for i in range(0, len(entries), 2):
-                got.append((p, entries[i], entries[i + 1]))
-                p += entries[i]
-            return 0
-
-        h.block_status(min(size - pos, 1 << 30), pos, cb)
-        if not got:
-            raise RuntimeError("block status at %d returned no extent" % pos)
-        for off, length, flags in got:
-            if off != pos:
-                raise RuntimeError("block status: extent at %d, expected %d"
-                                   % (off, pos))
-            if length == 0:
-                raise RuntimeError("block status: empty extent at %d" % off)
-            length = min(length, size - off)
-            if out and out[-1][2] == flags and out[-1][0] + out[-1][1] == off:
-                out[-1][1] += length
-            else:
-                out.append([off, length, flags])
-            pos = off + length
-            if pos >= size:
-                break
-    return out
-
-
 def apply(uri, target, full=False):
-    h = nbd.NBD()
-    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-    h.connect_uri(uri)
+    h = nbd_open(uri, base_allocation=True)
     try:
         if not h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION):
             raise RuntimeError("%s: no base:allocation" % uri)
@@ -120,20 +81,14 @@ def apply(uri, target, full=False):
 
 
 def main(argv):
-    args = argv[1:]
-    as_json = full = False
-    while args and args[0].startswith("--"):
-        opt = args.pop(0)
-        if opt == "--json":
-            as_json = True
-        elif opt == "--full":
-            full = True
-        else:
-            sys.exit("incremental_apply.py: unknown option %s" % opt)
-    if len(args) != 2:
-        sys.exit("usage: incremental_apply.py [--json] [--full] URI TARGET")
-    stats = apply(args[0], args[1], full=full)
-    if as_json:
+    ap = argparse.ArgumentParser(prog="incremental_apply.py")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("uri")
+    ap.add_argument("target")
+    a = ap.parse_args(argv[1:])
+    stats = apply(a.uri, a.target, full=a.full)
+    if a.json:
         print(json.dumps(stats))
     else:
         print("size %d: read %d, zeroed %d, skipped %d bytes in %d extents"
