@@ -48,6 +48,12 @@ def script_args(*types):
     return [t(a) for t, a in zip(types, args)]
 
 
+def file_bytes(path):
+    """The contents of PATH (also a converter for script_args)."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
 # ---------------------------------------------------------------------
 # The monitor (the product's, or qemu-storage-daemon's)
 
