@@ -20,7 +20,8 @@ import sys
 
 import nbd
 
-from testlib import extents, nbd_open
+from incremental_apply import extents
+from testlib import nbd_open
 
 HOLE, ZERO = 1, 2
 

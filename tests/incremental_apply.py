@@ -20,7 +20,8 @@
 #      flags], ...]}
 # where "read" is the number of bytes read from the export.
 #
-# As a module: apply(uri, target, full=False) returns the same dict.
+# As a module: apply(uri, target, full=False) returns the same dict;
+# extents(h) lists an open handle's base:allocation extents.
 
 import argparse
 import json
@@ -29,15 +30,54 @@ import sys
 
 import nbd
 
-from testlib import extents, nbd_open
-
 # Requests stay well below the 32 MiB that nbdkit accepts.
 MAX_REQUEST = 8 * 1024 * 1024
 ZEROS = bytes(MAX_REQUEST)
 
 
+def extents(h):
+    """Every base:allocation extent of the export, in order, as
+    [offset, length, flags], clipped to the export size, adjacent
+    extents of the same flags merged."""
+    size = h.get_size()
+    out = []
+    pos = 0
+    while pos < size:
+        got = []
+
+        def cb(metacontext, offset, entries, err):
+            if metacontext != nbd.CONTEXT_BASE_ALLOCATION:
+                return 0
+            p = offset
+            for i in range(0, len(entries), 2):
+                got.append((p, entries[i], entries[i + 1]))
+                p += entries[i]
+            return 0
+
+        h.block_status(min(size - pos, 1 << 30), pos, cb)
+        if not got:
+            raise RuntimeError("block status at %d returned no extent" % pos)
+        for off, length, flags in got:
+            if off != pos:
+                raise RuntimeError("block status: extent at %d, expected %d"
+                                   % (off, pos))
+            if length == 0:
+                raise RuntimeError("block status: empty extent at %d" % off)
+            length = min(length, size - off)
+            if out and out[-1][2] == flags and out[-1][0] + out[-1][1] == off:
+                out[-1][1] += length
+            else:
+                out.append([off, length, flags])
+            pos = off + length
+            if pos >= size:
+                break
+    return out
+
+
 def apply(uri, target, full=False):
-    h = nbd_open(uri, base_allocation=True)
+    h = nbd.NBD()
+    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
+    h.connect_uri(uri)
     try:
         if not h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION):
             raise RuntimeError("%s: no base:allocation" % uri)

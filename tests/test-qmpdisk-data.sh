@@ -77,6 +77,7 @@ cmp -i $((7*M)):$((7*M)) "$tmp/a.img" "$tmp/ref"
 # Block status (SEEK_DATA/SEEK_HOLE) shows the holes.
 $PY - "$(nbd_uri sda)" "$(nbd_uri sdb)" <<'EOF'
 import nbd
+from incremental_apply import extents
 from testlib import *
 sda, sdb = script_args(str, str)
 M = 1 << 20

@@ -6,7 +6,8 @@
 #
 #     from testlib import *
 #
-# (ckpt_model.py adds the bitmap and checkpoint models on top of it).
+# (ckpt_model.py adds the bitmap and checkpoint models on top of it;
+# incremental_apply.extents() lists an export's block status).
 # Python 3 standard library only, plus libnbd's nbd module for the NBD
 # helpers, imported when first used: tests without an NBD client do
 # not need it.
@@ -134,46 +135,6 @@ def nbd_open(target, base_allocation=False):
         h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
     h.connect_uri(target)
     return h
-
-
-def extents(h):
-    """Every base:allocation extent of the export, in order, as
-    [offset, length, flags], clipped to the export size, adjacent
-    extents of the same flags merged."""
-    import nbd
-    size = h.get_size()
-    out = []
-    pos = 0
-    while pos < size:
-        got = []
-
-        def cb(metacontext, offset, entries, err):
-            if metacontext != nbd.CONTEXT_BASE_ALLOCATION:
-                return 0
-            p = offset
-            for i in range(0, len(entries), 2):
-                got.append((p, entries[i], entries[i + 1]))
-                p += entries[i]
-            return 0
-
-        h.block_status(min(size - pos, 1 << 30), pos, cb)
-        if not got:
-            raise RuntimeError("block status at %d returned no extent" % pos)
-        for off, length, flags in got:
-            if off != pos:
-                raise RuntimeError("block status: extent at %d, expected %d"
-                                   % (off, pos))
-            if length == 0:
-                raise RuntimeError("block status: empty extent at %d" % off)
-            length = min(length, size - off)
-            if out and out[-1][2] == flags and out[-1][0] + out[-1][1] == off:
-                out[-1][1] += length
-            else:
-                out.append([off, length, flags])
-            pos = off + length
-            if pos >= size:
-                break
-    return out
 
 
 def nbd_exports(sock):
