@@ -2,7 +2,7 @@
  * the disks of the plugin below, driven through a QMP monitor.
  *
  * The filter is built in layers.  Each layer uses only the layers below
- * it (and common/); tests/check-layers.sh checks the #include lines of
+ * it (and common/); check-layers.py checks the #include lines of
  * every file in make check.  Filter headers are always included with
  * their directory ("core/node.h"), which names their layer:
  *
