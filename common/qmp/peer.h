@@ -46,7 +46,11 @@ struct qmp_node_hooks {
    */
   bool (*added) (const char *node, uint64_t size, char **why);
   void (*removed) (const char *node);
-  /* May NODE be resized?  Then it was: grow its bitmaps. */
+  /* May NODE be resized?  Then resized gives its bitmaps the new
+   * size: before the disk grows (so that they cover every byte a
+   * connection can see; called again with the old size if growing
+   * fails), after it shrinks.
+   */
   bool (*may_resize) (const char *node, uint64_t size, char **why);
   void (*resized) (const char *node, uint64_t size);
 };

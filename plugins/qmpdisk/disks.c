@@ -26,7 +26,7 @@ struct disk {
   bool readonly;
   struct backend *b;
   unsigned refs;                /* disks_lock */
-  unsigned open_count;          /* written under disks_lock, read atomically */
+  unsigned open_count;          /* disks_lock */
   uint64_t size;                /* written under disks_lock, read atomically */
 };
 
@@ -258,6 +258,7 @@ disks_resize (const char *node, uint64_t size, char **errmsg)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
   struct disk *d = find_locked (node, false);
+  uint64_t old;
 
   if (d == NULL) {
     set_errmsg (errmsg, "Cannot find device='' nor node-name='%s'", node);
@@ -274,14 +275,25 @@ disks_resize (const char *node, uint64_t size, char **errmsg)
     set_errmsg (errmsg, "Block node is read-only");
     return -1;
   }
+  /* An open connection keeps the size it saw when it connected, so it
+   * could write past the new end, where no bitmap records anything.
+   * Connections open only under disks_lock, so none can slip in.
+   */
+  if (size < d->size && d->open_count > 0) {
+    set_errmsg (errmsg, "Cannot shrink node '%s' while it has %u open "
+                "connection%s (growing is allowed)", node, d->open_count,
+                d->open_count == 1 ? "" : "s");
+    return -1;
+  }
 
   /* Under disks_lock so that concurrent resizes of one disk cannot
-   * store their sizes out of order.
+   * store their sizes out of order, and no connection opens meanwhile.
    */
+  old = d->size;
   if (d->b->ops->resize (d->b, size, errmsg) == -1)
     return -1;
   nbdkit_debug ("qmpdisk: resized disk %s from %" PRIu64 " to %" PRIu64,
-                node, d->size, size);
+                node, old, size);
   __atomic_store_n (&d->size, size, __ATOMIC_RELEASE);
   return 0;
 }
@@ -388,7 +400,7 @@ disks_open (const char *name, bool *readonly)
     empty = disks == NULL;
     if (d) {
       d->refs++;
-      __atomic_store_n (&d->open_count, d->open_count + 1, __ATOMIC_RELEASE);
+      d->open_count++;
     }
   }
   if (d == NULL) {
@@ -415,7 +427,7 @@ disks_close (struct disk *d)
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
     assert (d->open_count > 0);
-    __atomic_store_n (&d->open_count, d->open_count - 1, __ATOMIC_RELEASE);
+    d->open_count--;
   }
   disks_put (d);
 }
@@ -448,12 +460,6 @@ uint64_t
 disk_size (const struct disk *d)
 {
   return __atomic_load_n (&d->size, __ATOMIC_ACQUIRE);
-}
-
-unsigned
-disk_open_count (const struct disk *d)
-{
-  return __atomic_load_n (&d->open_count, __ATOMIC_ACQUIRE);
 }
 
 struct backend *

@@ -61,8 +61,11 @@ extern int disks_add_from_cmdline (const char *node, const char *path,
 extern int disks_remove (const char *node, char **errmsg);
 
 /* Changes a disk's size (ftruncate for files).  Block devices, NBD
- * disks and read-only disks accept only their current size.
- * Connections opened afterwards see the new size.
+ * disks and read-only disks accept only their current size.  A disk
+ * with open connections may grow but not shrink: those connections
+ * keep the size they saw, and the data path refuses requests past
+ * the current size anyway.  Connections opened afterwards see the
+ * new size.
  */
 extern int disks_resize (const char *node, uint64_t size, char **errmsg);
 
@@ -84,7 +87,7 @@ extern size_t disks_count (void);
 extern void disks_cleanup (void);
 
 /* For NBD connections: like disks_get, but also counts the connection
- * (see disk_open_count) and, unless *readonly, makes the backend
+ * (which blocks disks_remove and shrinking) and, unless *readonly, makes the backend
  * writable; if the target may not be written (EACCES, EPERM, EROFS)
  * the connection is made read-only by setting *readonly instead.
  * Errors go to nbdkit_error.  disks_close undoes it.
@@ -98,7 +101,6 @@ extern const char *disk_path (const struct disk *d);   /* path or URI */
 extern const char *disk_driver (const struct disk *d); /* actual kind */
 extern bool disk_readonly (const struct disk *d);
 extern uint64_t disk_size (const struct disk *d);
-extern unsigned disk_open_count (const struct disk *d);
 extern struct backend *disk_backend (const struct disk *d);
 
 #endif /* QMPDISK_DISKS_H */

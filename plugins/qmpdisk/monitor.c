@@ -189,6 +189,8 @@ block_resize (json_t *args, struct qmp_error *err)
   int64_t size = qmp_arg_int (args, "size", 0);
   CLEANUP_FREE char *errmsg = NULL, *why = NULL;
   struct disk *d;
+  uint64_t old;
+  bool grow;
 
   if (node == NULL) {
     qmp_error (err, "Either device or node-name must be set");
@@ -199,16 +201,26 @@ block_resize (json_t *args, struct qmp_error *err)
     qmp_error (err, "Cannot find device='%s' nor node-name='%s'", node, node);
     return NULL;
   }
+  old = disk_size (d);
   disks_put (d);
   if (hooks && !hooks->may_resize (node, size, &why)) {
     qmp_error (err, "%s", why ? why : "Node is in use");
     return NULL;
   }
+  /* The bitmaps must cover every byte a connection can see: they grow
+   * before the disk does, and shrink after it (which disks_resize
+   * refuses while connections are open).
+   */
+  grow = (uint64_t) size > old;
+  if (hooks && grow)
+    hooks->resized (node, size);
   if (disks_resize (node, size, &errmsg) == -1) {
+    if (hooks && grow)
+      hooks->resized (node, old);
     qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
     return NULL;
   }
-  if (hooks)
+  if (hooks && !grow)
     hooks->resized (node, size);
   return json_object ();
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
+#include <inttypes.h>
 #include <string.h>
 #include <errno.h>
 
@@ -306,12 +307,34 @@ qmpdisk_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
   return h->b->ops->pread (h->b, buf, count, offset);
 }
 
+/* A write past the disk's current size would grow a file behind the
+ * back of the bitmaps (which follow the disk's size): refuse it, even
+ * if the connection saw a larger size.  disks_resize refuses to
+ * shrink a disk with open connections, so this is a second line.
+ */
+static int
+check_range (struct handle *h, const char *op, uint32_t count,
+             uint64_t offset, int err)
+{
+  uint64_t size = disk_size (h->disk);
+
+  if (offset <= size && count <= size - offset)
+    return 0;
+  nbdkit_error ("%s: %s of %" PRIu32 " bytes at offset %" PRIu64
+                " is past the end of the disk (%" PRIu64 " bytes)",
+                disk_node (h->disk), op, count, offset, size);
+  nbdkit_set_error (err);
+  return -1;
+}
+
 static int
 qmpdisk_pwrite (void *handle, const void *buf, uint32_t count,
                 uint64_t offset, uint32_t flags)
 {
   struct handle *h = handle;
 
+  if (check_range (h, "write", count, offset, ENOSPC) == -1)
+    return -1;
   return h->b->ops->pwrite (h->b, buf, count, offset, flags);
 }
 
@@ -320,6 +343,8 @@ qmpdisk_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct handle *h = handle;
 
+  if (check_range (h, "zero", count, offset, ENOSPC) == -1)
+    return -1;
   return h->b->ops->zero (h->b, count, offset, flags);
 }
 
@@ -328,6 +353,8 @@ qmpdisk_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct handle *h = handle;
 
+  if (check_range (h, "trim", count, offset, EINVAL) == -1)
+    return -1;
   return h->b->ops->trim (h->b, count, offset, flags);
 }
 
