@@ -33,6 +33,7 @@ struct disk {
 /* See "Locking" in disks.h. */
 static pthread_mutex_t disks_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct disk *disks;      /* in order of addition */
+static bool shutting_down;      /* disks_disconnect_remote was called */
 
 void
 set_errmsg (char **errmsg, const char *fs, ...)
@@ -160,6 +161,10 @@ insert_disk (struct disk *d, char **errmsg)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
   struct disk **pp;
 
+  if (shutting_down) {
+    set_errmsg (errmsg, "nbdkit is shutting down");
+    return -1;
+  }
   if (check_unique_locked (d->node, errmsg) == -1)
     return -1;
   for (pp = &disks; *pp; pp = &(*pp)->next)
@@ -346,6 +351,21 @@ disks_count (void)
   for (d = disks; d; d = d->next)
     n++;
   return n;
+}
+
+void
+disks_disconnect_remote (void)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+  struct disk *d;
+
+  shutting_down = true;
+  for (d = disks; d; d = d->next)
+    if (d->b->ops->disconnect) {
+      nbdkit_debug ("qmpdisk: disconnecting disk %s from %s",
+                    d->node, d->path);
+      d->b->ops->disconnect (d->b);
+    }
 }
 
 void

@@ -83,6 +83,12 @@ extern void disks_foreach (void (*fn) (struct disk *d, void *opaque),
 
 extern size_t disks_count (void);
 
+/* nbdkit is shutting down: cut the connections of nbd disks (so
+ * that a server holding a connection to us can finish too) and
+ * refuse further disks.
+ */
+extern void disks_disconnect_remote (void);
+
 /* Drops the registry's references to all disks. */
 extern void disks_cleanup (void);
 

@@ -13,6 +13,7 @@
 #include "server.h"
 #include "disks.h"
 #include "monitor.h"
+#include "shutdown.h"
 
 static char *qmp_path;
 static const struct qmp_node_hooks *hooks;   /* the filter's, if any */
@@ -266,6 +267,7 @@ void
 monitor_register (void)
 {
   qmp_register_commands (&command_set);
+  qmp_on_quit (shutdown_begin);
 }
 
 /* Services for the checkpoint filter (see common/qmp/peer.h). */
@@ -309,11 +311,12 @@ static const struct qmp_disk_services disk_services = {
 };
 
 __attribute__ ((visibility ("default")))
-const struct qmp_peer qmpdisk_peer_v1 = {
+const struct qmp_peer qmpdisk_peer_v2 = {
   .version = QMP_PEER_VERSION,
   .commands = &command_set,
   .attach = qmp_attach,
   .disks = &disk_services,
+  .quit = qmp_component_quit,
 };
 
 int

@@ -20,6 +20,7 @@
 #include "monitor.h"
 #include "disks.h"
 #include "qmpdisk.h"
+#include "shutdown.h"
 
 /* Export name for the next .open in this thread (see qmpdisk.h). */
 static __thread const char *open_export;
@@ -88,6 +89,7 @@ qmpdisk_config_complete (void)
                   "(or a monitor, qmp=PATH, to add them later)");
     return -1;
   }
+  nbd_backend_init ();
   monitor_register ();
   return 0;
 }
@@ -105,6 +107,8 @@ qmpdisk_get_ready (void)
 static int
 qmpdisk_after_fork (void)
 {
+  if (shutdown_watch_start () == -1)
+    return -1;
   return monitor_after_fork ();
 }
 
@@ -112,6 +116,7 @@ static void
 qmpdisk_cleanup (void)
 {
   monitor_cleanup ();
+  shutdown_watch_stop ();
   disks_cleanup ();
 }
 
