@@ -8,6 +8,8 @@
 #include <string.h>
 #include <errno.h>
 #include <dirent.h>
+#include <poll.h>
+#include <time.h>
 #include <unistd.h>
 #include <pthread.h>
 #include <sys/types.h>
@@ -22,6 +24,7 @@
 #include "cleanup.h"
 #include "rounding.h"
 #include "backend.h"
+#include "shutdown.h"
 
 /* Requests are split to this size unless the server asks for less:
  * the NBD protocol promises nothing larger, and qemu-nbd refuses it.
@@ -347,6 +350,90 @@ get_capabilities (struct nbd_backend *n, bool readonly, char **errmsg)
   return 0;
 }
 
+/* Longest wait for a server to connect and finish the handshake. */
+static unsigned connect_timeout = NBD_CONNECT_TIMEOUT_DEFAULT;
+
+void
+nbd_backend_set_timeout (unsigned seconds)
+{
+  connect_timeout = seconds;
+}
+
+static int64_t
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* nbd_connect_uri, but giving up after connect_timeout or when nbdkit
+ * starts shutting down: libnbd 1.14 would wait for ever on a server
+ * that accepts and never speaks.  (A host name is still resolved
+ * before the clock starts: libnbd calls getaddrinfo synchronously.)
+ */
+static int
+connect_bounded (struct nbd_backend *n, char **errmsg)
+{
+  int64_t deadline = now_ms () + (int64_t) connect_timeout * 1000;
+  int stop_fd = shutdown_fd ();
+
+  if (nbd_aio_connect_uri (n->nbd, n->uri) == -1)
+    goto libnbd_error;
+  while (nbd_aio_is_connecting (n->nbd) == 1 ||
+         nbd_aio_is_created (n->nbd) == 1) {
+    unsigned dir = nbd_aio_get_direction (n->nbd);
+    struct pollfd fds[2] = {
+      { .fd = nbd_aio_get_fd (n->nbd) },
+      { .fd = stop_fd, .events = POLLIN },
+    };
+    int64_t left = deadline - now_ms ();
+    int r;
+
+    if (left <= 0) {
+      set_errmsg (errmsg, "Could not open '%s': the NBD server did not "
+                  "complete the handshake within %u s (connect-timeout)",
+                  n->uri, connect_timeout);
+      return -1;
+    }
+    if (fds[0].fd == -1)
+      goto libnbd_error;
+    if (dir & LIBNBD_AIO_DIRECTION_READ)
+      fds[0].events |= POLLIN;
+    if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+      fds[0].events |= POLLOUT;
+    r = poll (fds, 2, left > 1000 ? 1000 : (int) left);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1) {
+      set_errmsg (errmsg, "Could not open '%s': poll: %s",
+                  n->uri, strerror (errno));
+      return -1;
+    }
+    if (fds[1].revents & POLLIN) {
+      set_errmsg (errmsg, "Could not open '%s': nbdkit is shutting down",
+                  n->uri);
+      return -1;
+    }
+    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) &&
+        (dir & LIBNBD_AIO_DIRECTION_READ)) {
+      if (nbd_aio_notify_read (n->nbd) == -1)
+        goto libnbd_error;
+    }
+    else if (fds[0].revents & (POLLOUT | POLLHUP | POLLERR)) {
+      if (nbd_aio_notify_write (n->nbd) == -1)
+        goto libnbd_error;
+    }
+  }
+  if (nbd_aio_is_ready (n->nbd) == 1)
+    return 0;
+
+ libnbd_error:
+  set_errmsg (errmsg, "Could not open '%s': %s", n->uri, last_error ());
+  return -1;
+}
+
 /* Our pid before nbdkit forks into the background: a Unix socket
  * reports the pid of the process that called listen, and nbdkit
  * listens before it forks.
@@ -453,9 +540,12 @@ nbd_backend_open (const char *uri, bool readonly, char **errmsg)
 
   n->nbd = nbd_create ();
   if (n->nbd == NULL ||
-      nbd_add_meta_context (n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
-      nbd_connect_uri (n->nbd, uri) == -1) {
+      nbd_add_meta_context (n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1) {
     set_errmsg (errmsg, "Could not open '%s': %s", uri, last_error ());
+    remote_close (&n->b);
+    return NULL;
+  }
+  if (connect_bounded (n, errmsg) == -1) {
     remote_close (&n->b);
     return NULL;
   }

@@ -74,6 +74,9 @@ extern struct backend *file_backend_open (const char *path,
  * server.  nbd_backend_init records our pid before nbdkit forks.
  */
 extern void nbd_backend_init (void);
+/* Connecting and the handshake must finish within this (seconds). */
+#define NBD_CONNECT_TIMEOUT_DEFAULT 10
+extern void nbd_backend_set_timeout (unsigned seconds);
 extern struct backend *nbd_backend_open (const char *uri, bool readonly,
                                          char **errmsg);
 

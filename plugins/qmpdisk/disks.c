@@ -173,20 +173,20 @@ insert_disk (struct disk *d, char **errmsg)
   return 0;
 }
 
-static int
-add_disk (const char *node, const char *driver, const char *target,
-          bool readonly, bool defer_rw, char **errmsg)
+static struct disk *
+prepare_disk (const char *node, const char *driver, const char *target,
+              bool readonly, bool defer_rw, char **errmsg)
 {
   struct disk *d;
 
   if (check_node_name (node, errmsg) == -1)
-    return -1;
+    return NULL;
 
   /* Checked before opening too: opening an NBD URI can be slow. */
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
     if (check_unique_locked (node, errmsg) == -1)
-      return -1;
+      return NULL;
   }
 
   d = calloc (1, sizeof *d);
@@ -194,25 +194,37 @@ add_disk (const char *node, const char *driver, const char *target,
       (d->path = strdup (target)) == NULL) {
     set_errmsg (errmsg, "%s", strerror (errno));
     free_unlisted (d);
-    return -1;
+    return NULL;
   }
   d->b = open_backend (driver, target, readonly, defer_rw, errmsg);
   if (d->b == NULL) {
     free_unlisted (d);
-    return -1;
+    return NULL;
   }
   d->readonly = readonly;
   d->size = d->b->size;
   d->refs = 1;
+  return d;
+}
 
+struct disk *
+disks_prepare (const char *node, const char *driver, const char *target,
+               bool readonly, char **errmsg)
+{
+  return prepare_disk (node, driver, target, readonly, false, errmsg);
+}
+
+int
+disks_insert (struct disk *d, char **errmsg)
+{
   if (insert_disk (d, errmsg) == -1) {
     d->b->ops->close (d->b);
     free_unlisted (d);
     return -1;
   }
   nbdkit_debug ("qmpdisk: added disk %s (%s%s): %s, %" PRIu64 " bytes",
-                node, d->b->driver, readonly ? ", read-only" : "", target,
-                d->size);
+                d->node, d->b->driver, d->readonly ? ", read-only" : "",
+                d->path, d->size);
   return 0;
 }
 
@@ -220,13 +232,19 @@ int
 disks_add (const char *node, const char *driver, const char *target,
            bool readonly, char **errmsg)
 {
-  return add_disk (node, driver, target, readonly, false, errmsg);
+  struct disk *d = prepare_disk (node, driver, target, readonly, false,
+                                 errmsg);
+
+  return d ? disks_insert (d, errmsg) : -1;
 }
 
 int
 disks_add_from_cmdline (const char *node, const char *path, char **errmsg)
 {
-  return add_disk (node, "file", path, server_readonly (), true, errmsg);
+  struct disk *d = prepare_disk (node, "file", path, server_readonly (),
+                                 true, errmsg);
+
+  return d ? disks_insert (d, errmsg) : -1;
 }
 
 int

@@ -48,6 +48,18 @@ struct disk;
 extern int disks_add (const char *node, const char *driver,
                       const char *target, bool readonly, char **errmsg);
 
+/* disks_add in two steps, so that the slow one (connecting to an NBD
+ * server) can run without the caller's locks: disks_prepare checks
+ * the name and opens the target, returning a disk that nobody can
+ * find yet; disks_insert lists it, unless the name was taken
+ * meanwhile or nbdkit is shutting down, in which case it closes and
+ * frees the disk and fails.
+ */
+extern struct disk *disks_prepare (const char *node, const char *driver,
+                                   const char *target, bool readonly,
+                                   char **errmsg);
+extern int disks_insert (struct disk *d, char **errmsg);
+
 /* Adds a file or block device given by disk=NODE:PATH.  PATH is opened
  * for writing only when the first writable connection opens the disk,
  * so that "nbdkit -r" never opens it for writing.

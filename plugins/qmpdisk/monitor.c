@@ -116,6 +116,7 @@ blockdev_add (json_t *args, struct qmp_error *err)
   const char *node = qmp_arg_str (args, "node-name", NULL);
   bool readonly = qmp_arg_bool (args, "read-only", false);
   CLEANUP_FREE char *target = NULL, *errmsg = NULL, *why = NULL;
+  struct disk *d;
 
   if (strcmp (driver, "nbd") == 0) {
     if (!json_object_get (args, "server")) {
@@ -138,13 +139,27 @@ blockdev_add (json_t *args, struct qmp_error *err)
     qmp_error (err, "Parameter 'driver' does not accept value '%s'", driver);
     return NULL;
   }
-  if (disks_add (node, driver, target, readonly, &errmsg) == -1) {
+  if (target == NULL) {
+    qmp_error (err, "out of memory");
+    return NULL;
+  }
+
+  /* Opening can take long (an NBD server, a hung file system): not
+   * under the monitor lock, so that other clients are served
+   * meanwhile.  disks_insert checks the name again.
+   */
+  qmp_unlock ();
+  d = disks_prepare (node, driver, target, readonly, &errmsg);
+  qmp_lock ();
+  if (d == NULL || disks_insert (d, &errmsg) == -1) {
     qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
     return NULL;
   }
   if (hooks) {
-    struct disk *d = disks_get (node);
-    bool ok = hooks->added (node, disk_size (d), &why);
+    bool ok;
+
+    d = disks_get (node);
+    ok = hooks->added (node, disk_size (d), &why);
     disks_put (d);
     if (!ok) {
       disks_remove (node, NULL);

@@ -17,6 +17,7 @@
 #include <nbdkit-plugin.h>
 
 #include "cleanup.h"
+#include "backend.h"
 #include "monitor.h"
 #include "disks.h"
 #include "qmpdisk.h"
@@ -67,12 +68,29 @@ add_disk_param (const char *value)
 }
 
 static int
+set_connect_timeout (const char *value)
+{
+  unsigned t;
+
+  if (nbdkit_parse_unsigned ("connect-timeout", value, &t) == -1)
+    return -1;
+  if (t < 1 || t > 86400) {
+    nbdkit_error ("connect-timeout=%s: expected 1 to 86400 seconds", value);
+    return -1;
+  }
+  nbd_backend_set_timeout (t);
+  return 0;
+}
+
+static int
 qmpdisk_config (const char *key, const char *value)
 {
   int r;
 
   if (strcmp (key, "disk") == 0)
     return add_disk_param (value);
+  if (strcmp (key, "connect-timeout") == 0)
+    return set_connect_timeout (value);
   if (monitor_config (key, value, &r))
     return r;
 
@@ -96,7 +114,9 @@ qmpdisk_config_complete (void)
 
 #define qmpdisk_config_help \
   "disk=NODE:PATH     (repeatable) Serve PATH as export NODE.\n" \
-  "qmp=PATH           Serve the QMP monitor on this Unix socket."
+  "qmp=PATH           Serve the QMP monitor on this Unix socket.\n" \
+  "connect-timeout=SECONDS  Limit for connecting to the NBD server of\n" \
+  "                   an nbd node (default 10)."
 
 static int
 qmpdisk_get_ready (void)
