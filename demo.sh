@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # nbdkit-checkpoint demo: a full and an incremental pull backup of a
 # disk served by nbdkit, driven over QMP.
 #
