@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # nbdkit-checkpoint demo: a full and an incremental pull backup of a
 # disk served by nbdkit, driven over QMP.
 #
@@ -7,14 +9,18 @@
 #
 # It creates a demo disk in a temporary directory, serves it with
 # nbdkit (the qmpdisk plugin under the checkpoint filter), writes to
-# it as a guest would, takes a full backup with a checkpoint, writes
-# more, takes an incremental backup from that checkpoint, reads only
-# the changed extents and applies them onto a copy of the full backup,
-# and checks that the result is the disk as it was at the instant of
-# the incremental backup.  Prints "demo OK" and exits 0 on success;
-# exits non-zero on any failure or mismatch.
+# it as a guest would, takes a full backup with a checkpoint into a
+# qcow2 (qemu-img convert), writes more, takes an incremental backup
+# from that checkpoint into a qcow2 overlay backed by the full one
+# (qemu-img convert -B), and also applies only the changed extents onto
+# a raw copy of the full backup with libnbd; checks both (qemu-img
+# check, qemu-img compare, cmp) against the disk as it was at each
+# backup's instant; then restores the full backup into the live disk
+# through its export and shows that the next incremental records the
+# restore (docs/backup-chains.md).  Prints "demo OK" and exits 0 on
+# success; exits non-zero on any failure or mismatch.
 #
-# Needs nbdkit, nbdinfo, nbdcopy and python3 with libnbd's nbd module.
+# Needs nbdkit, nbdinfo, qemu-img and python3 with libnbd's nbd module.
 
 set -euo pipefail
 
@@ -39,7 +45,7 @@ done
 for f in "$qmpclient" "$apply"; do
     [ -f "$f" ] || die "$f not found"
 done
-for t in nbdkit nbdinfo nbdcopy cmp; do
+for t in nbdkit nbdinfo qemu-img cmp; do
     command -v $t >/dev/null || die "$t is not installed"
 done
 $PY -c 'import nbd' 2>/dev/null || die "python3 module nbd (libnbd) missing"
@@ -120,11 +126,14 @@ info "backup-begin: $(qmp backup-begin \
     '{"id": "full", "checkpoint": {"name": "monday", "description": "full backup"}}')"
 # The guest goes on writing; the export stays frozen.
 guest 'h.pwrite(b"\x55" * (4 << 20), 0)' 2
-nbdcopy "$(uri vda@full)" "$work/full.img"
+qemu-img convert -f raw -O qcow2 "$(uri vda@full)" "$work/full.qcow2"
 qmp backup-end '{"id": "full"}' > /dev/null
-cmp -s "$work/at-full.img" "$work/full.img" ||
+qemu-img check -q "$work/full.qcow2" || die "qemu-img check full.qcow2 failed"
+qemu-img compare -q -f raw -F qcow2 "$work/at-full.img" "$work/full.qcow2" ||
     die "the full backup differs from the disk at its instant"
-info "nbdcopy read the export vda@full into full.img: it equals the disk at the backup's instant"
+qemu-img convert -f qcow2 -O raw "$work/full.qcow2" "$work/full.img"
+info "qemu-img convert read the export vda@full into full.qcow2: qemu-img check passes,"
+info "qemu-img compare finds it equal to the disk at the backup's instant"
 
 say "The guest writes more: small writes, a zeroed and a discarded range"
 guest '
@@ -156,6 +165,11 @@ for e in changed[:5]:
 if len(changed) > 5:
     print("      ...")
 EOF
+qemu-img convert -f raw -O qcow2 -B "$work/full.qcow2" -F qcow2 \
+         "$(uri vda@inc)" "$work/inc.qcow2"
+info "qemu-img convert -B full.qcow2 read it into the overlay inc.qcow2:" \
+     "$(qemu-img info --output=json "$work/inc.qcow2" |
+        $PY -c 'import json, sys; print(json.load(sys.stdin)["actual-size"] // 1024)') KiB on disk"
 cp "$work/full.img" "$work/restored.img"
 stats="$($PY "$apply" --json "$(uri vda@inc)" "$work/restored.img")"
 read -r nread nzero nskip < <(echo "$stats" | $PY -c '
@@ -170,6 +184,22 @@ info "read $nread bytes ($(mib "$nread")) from the export, wrote $nzero bytes of
 cmp -s "$work/at-inc.img" "$work/restored.img" ||
     die "full + incremental differs from the disk at the incremental's instant"
 info "full.img + the changed extents = the disk at the incremental backup's instant"
+qemu-img check -q "$work/inc.qcow2" || die "qemu-img check inc.qcow2 failed"
+qemu-img compare -q -f raw -F qcow2 "$work/at-inc.img" "$work/inc.qcow2" ||
+    die "full.qcow2 <- inc.qcow2 differs from the disk at the incremental's instant"
+info "the chain full.qcow2 <- inc.qcow2 passes qemu-img check and equals it too"
+
+say "Restore 'monday' (full.qcow2) into the live disk, guest stopped"
+qemu-img convert -n -f qcow2 -O raw "$work/full.qcow2" "$(uri vda)"
+cmp -s "$work/at-full.img" "$work/vda.img" || die "the restored disk differs"
+info "qemu-img convert -n wrote it through the export vda: the disk is monday's again"
+qmp backup-begin '{"id": "after", "incremental": "tuesday"}' > /dev/null
+qemu-img convert -f raw -O qcow2 -B "$work/inc.qcow2" -F qcow2 \
+         "$(uri vda@after)" "$work/after.qcow2"
+qmp backup-end '{"id": "after"}' > /dev/null
+qemu-img compare -q -f raw -F qcow2 "$work/at-full.img" "$work/after.qcow2" ||
+    die "the incremental after the restore does not give the restored disk"
+info "the restore was recorded: an incremental from 'tuesday' over inc.qcow2 gives it"
 
 say "Checkpoints now"
 qmp query-checkpoints | $PY -c '

@@ -1,4 +1,6 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Backup benchmarks: copy-before-write cost and incremental read
 # throughput, against qemu-storage-daemon's copy-before-write filter.
 #

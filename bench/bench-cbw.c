@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* bench-cbw: the client side of bench-backup.sh (copy-before-write and
  * incremental-read benchmarks).  Self-contained: built by the script
  * with  cc -O2 bench-cbw.c $(pkg-config --cflags --libs libnbd).

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* bench-ckpt: checkpoints through the QMP monitor, timed as the QMP
  * client sees them (send to answer, round trip).
  *

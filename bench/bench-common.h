@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Helpers shared by the benchmark programs: sizes, a fixed-seed
  * generator, a monotonic clock, an NBD connection and a minimal QMP
  * client.  Benchmarks only: they exit on errors they cannot report.

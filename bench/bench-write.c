@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* bench-write: write load against an NBD server through libnbd.
  *
  *   bench-write SOCKET|URI MODE REGION SECONDS [QD [SEED [PID]]]

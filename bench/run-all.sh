@@ -1,4 +1,6 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Run the nbdkit-checkpoint benchmarks and print a results table.
 #
 #   bench/run-all.sh BUILDDIR

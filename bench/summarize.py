@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 """Print the results table of bench/run-all.sh from its log directory.
 
     summarize.py LOGDIR

@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Check the block status of an incremental backup export against the
 # chunks that are expected to have changed since its base checkpoint,
 # as three clients see it: nbdinfo --map --json, qemu-img map

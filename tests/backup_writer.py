@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # A guest for the backup tests: many random writes, zeroes and trims
 # through libnbd on a live disk export, keeping a model of the disk.
 #

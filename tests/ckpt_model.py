@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Models for the bitmap, checkpoint, transaction and persistence tests
 # (test-bitmaps*.sh, test-checkpoints*.sh, test-transaction*.sh,
 # test-persist*.sh, test-sha256-qsd.sh), and the checks of what the

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Common functions of the nbdkit-checkpoint tests, sourced by each
 # test-*.sh (bash).  make check exports PLUGIN, FILTER, srcdir,
 # abs_srcdir and a PATH that starts with /usr/bin (whose python3 has

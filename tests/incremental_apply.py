@@ -1,4 +1,6 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Read a backup export the way a backup application does, through
 # libnbd's block status (base:allocation) and pread, and apply it onto
 # a local image.

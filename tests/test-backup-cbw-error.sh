@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Copy-before-write into a scratch store that fills up (scratch= on a
 # 256 KiB tmpfs):
 # - on-cbw-error=break-snapshot (the default): the guest write that

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # The end of pull backups, and their mistakes:
 # - backup-end ends the exports: connections held open get EIO on
 #   reads and block status, new connections are refused, the export is

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Pull backup: the exports show the disks frozen at the instant
 # backup-begin ran, whatever the guest writes while they are read.
 #

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Incremental pull backups over the file plugin: a full backup with
 # checkpoint c1, writes of every kind (aligned, unaligned, straddling
 # two chunks, write-zeroes, discard, into a hole, into the partial last

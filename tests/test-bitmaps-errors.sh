@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Every error path of the dirty bitmap commands (spec/qmp.md "Dirty
 # bitmaps", reference section 2.2), with QEMU's exact error texts where
 # the reference gives them, and the proof that a refused command

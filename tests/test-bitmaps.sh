@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Dirty bitmaps against a model (spec/qmp.md "Dirty bitmaps"): qemu-io
 # writes, zeroes and discards at aligned and unaligned offsets, across
 # chunk edges and into the last partial chunk of a disk whose size is

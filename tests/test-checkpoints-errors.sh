@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Checkpoint errors (spec/qmp.md "Checkpoints"): unknown checkpoint,
 # duplicate name, a name a plain bitmap already holds, unknown disk,
 # a disk named twice, bad names and arguments, bad query filters;

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Checkpoints (spec/qmp.md "Checkpoints", DESIGN.md point 2 of the
 # filter) against a model that recomputes "bytes changed since K" from
 # a write log (64 KiB chunks, the last one clipped): chains of five

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # The checkpoint filter passes data through unchanged over nbdkit's
 # memory and file plugins and over qmpdisk, hosts the monitor (with
 # the plugin's commands when over qmpdisk), creates state=, and shuts

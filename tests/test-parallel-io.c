@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Parallel I/O through nbdkit: several NBD connections per export,
  * each with many requests in flight (writes, reads, zeroes, trims,
  * flushes, FUA, unaligned), checked against a model of the disk.

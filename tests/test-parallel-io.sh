@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Many connections and requests in flight at once on two qmpdisk
 # disks, alone and under the checkpoint filter: the backing files end
 # up exactly as a model of the requests says (see test-parallel-io.c).

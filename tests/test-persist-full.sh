@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # A state directory that fills up (state= on a 64 KiB tmpfs): a change
 # whose metadata cannot be saved is not made.  checkpoint-create,
 # block-dirty-bitmap-add persistent=true and a transaction fail with a

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Persistence across clean shutdowns (spec/qmp.md "quit": state saved;
 # DESIGN.md point 5): persistent bitmaps and checkpoints survive quit
 # and SIGTERM with the same order, flags, counts and sha256 (transient

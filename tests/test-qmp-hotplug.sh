@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Disks added, removed and resized at run time over QMP, served over
 # NBD by node name: qmpdisk alone, then under the checkpoint filter.
 source "${srcdir:-$(dirname "$0")}/functions.sh"

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # The qmpdisk plugin alone, two file disks: every data operation lands
 # in the right backing file, and zero/trim make real holes.
 source "${srcdir:-$(dirname "$0")}/functions.sh"

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Bad disk= parameters: nbdkit refuses to start and says why.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 set -e

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # The same scenario on qemu-storage-daemon 7.2 and on the checkpoint
 # filter over the file plugin (spec/qmp.md: "the same operations on the
 # same disk give the same hash in qemu-storage-daemon and here, and so

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Atomicity against concurrent writes (spec/qmp.md "transaction": "runs
 # all actions at one instant — no write to any disk lands between
 # them"; the same for checkpoint-create over several disks).

@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # What the tests' Python has in common: the QMP client, connecting to
 # the monitor and to NBD exports, qemu-io, the queries most tests make,
 # and running a test as sections.  functions.sh puts this directory on

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The dirty bitmap: one bit per chunk of GRANULARITY bytes of a disk.
  *
  * Memory grows with dirty data, in two forms:

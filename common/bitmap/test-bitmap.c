@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Unit tests of the dirty bitmap.  Exits 0 when every test passes.
  *
  * TEST_BITMAP_QUICK=1 in the environment shrinks the randomized and

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* struct qmp_error: the one way an error travels on the control path,
  * from whatever found it to the QMP reply.  Kept apart from the rest of
  * the monitor so that code with no monitor (the filter's model and its

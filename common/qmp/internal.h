@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Between the files of common/qmp only. */
 #ifndef NC_QMP_INTERNAL_H
 #define NC_QMP_INTERNAL_H

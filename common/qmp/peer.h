@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The one interface between nbdkit-checkpoint's two components.
  *
  * nbdkit loads the plugin and the filter RTLD_GLOBAL, so each finds

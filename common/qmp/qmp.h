@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The QMP monitor: what a component (plugin or filter) uses to offer
  * commands and send events.  The wire protocol is QEMU 7.2's; the
  * contract is spec/qmp.md.

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The monitor's Unix socket: one accept thread, one thread per client.
  *
  * A client thread reads its requests, runs them (handlers take the

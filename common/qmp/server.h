@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Hosting the monitor, for the component that was given qmp=PATH:
  * qmp_server_listen in .get_ready (errors show there), then
  * qmp_server_adopt_peer for the other component, qmp_server_start in

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* One client's protocol state: greeting, capabilities negotiation,
  * request checking and dispatch.  Independent of sockets so that it
  * can be tested by feeding bytes.

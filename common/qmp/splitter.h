@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Splits a QMP input stream into JSON values without parsing them, so
  * that limits (size, nesting) are enforced before the parser runs and
  * a bad value can be skipped: the stream resynchronises at the end of

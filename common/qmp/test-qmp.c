@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Unit tests of the QMP framing, request checking and dispatch: bytes
  * in through a session, replies out, checked as JSON.
  */

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Little-endian encoding and decoding of state payloads.
  *
  * Writing: a growable byte buffer.  Reading: a cursor over a byte

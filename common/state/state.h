@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Durable files in the state directory (state=DIR): checkpoint
  * metadata and bitmaps.  Every file is replaced atomically and carries
  * checksums, so after a crash or power loss a reader sees either the

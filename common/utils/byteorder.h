@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Little-endian integers in byte arrays, for the on-disk formats of
  * common/state and common/bitmap.
  */

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Alignment arithmetic on byte offsets, and MIN/MAX.  ALIGN must be a
  * power of two.  MIN and MAX evaluate each argument once (statement
  * expressions with names made unique by __COUNTER__), so MIN (x++, y)

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Unit tests of the header-only helpers: vector.h, rounding.h and the
  * unique names of cleanup.h.
  */

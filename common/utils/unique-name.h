@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Names for macro-local variables that cannot clash, even when a macro
  * is used twice on one line or nested in another: __COUNTER__ gives
  * each expansion its own number.

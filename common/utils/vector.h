@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Growable arrays of any element type.
  *
  * DEFINE_VECTOR_TYPE (int_vector, int) declares

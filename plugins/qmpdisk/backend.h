@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* nbdkit-qmpdisk-plugin: the storage behind one disk.
  *
  * A backend is the open file, block device or NBD connection of one

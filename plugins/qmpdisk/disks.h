@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* nbdkit-qmpdisk-plugin: the registry of disks.
  *
  * Every disk has a node name (also its NBD export name), a target (a

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The plugin's side of the QMP monitor: the qmp= parameter when the
  * plugin runs alone, its disk commands, and the peer table through
  * which the checkpoint filter serves those commands and learns about

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* nbdkit-qmpdisk-plugin: the nbdkit callbacks.
  *
  * Parameters, exports and connections; each connection holds a

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* nbdkit-qmpdisk-plugin: hooks of the nbdkit callbacks for peers. */
 #ifndef QMPDISK_QMPDISK_H
 #define QMPDISK_QMPDISK_H

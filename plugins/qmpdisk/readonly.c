@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Was nbdkit started with -r?  nbdkit 1.32 has no call that tells a
  * plugin, and a disk= file must then never be opened for writing nor
  * resized.  Read our own command line: -r, --readonly, --read-only, or
