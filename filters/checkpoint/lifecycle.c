@@ -12,6 +12,7 @@
 #include "server.h"
 #include "core/checkpoint-chain.h"
 #include "core/node.h"
+#include "engines/job.h"
 #include "engines/persist.h"
 #include "features/pull-backup.h"
 #include "qmp/commands.h"
@@ -170,10 +171,14 @@ int
 lifecycle_config_complete (void)
 {
   const struct qmp_peer *peer = qmp_find_peer (QMP_PEER_PLUGIN_SYMBOL);
+  static const struct job_host job_host = {
+    qmp_lock, qmp_unlock, qmp_emit_event,
+  };
 
   if (state_dir && persist_start (state_dir) == -1)
     return -1;
   backups_set_scratch_dir (scratch_dir ? scratch_dir : state_dir);
+  jobs_set_host (&job_host);
   disk_services = peer ? peer->disks : NULL;
   /* Ours first, so that our query-named-block-nodes wins over the
    * plugin's; then the plugin's commands, before its .config_complete,
@@ -271,6 +276,7 @@ void
 lifecycle_cleanup (void)
 {
   qmp_server_stop ();
+  jobs_cancel_all ();
   backups_end_all ();
   persist_save_all ();
   nodes_free_all ();
