@@ -10,13 +10,24 @@
 #include <stdbool.h>
 #include "peer.h"
 
-extern int qmp_server_listen (const char *path);
+/* The monitor's parameters, for a component's .config: returns 1 if
+ * KEY was one (qmp=, qmp-max-clients=), 0 if not, -1 on a bad value
+ * (with the error reported).  qmp=VALUE replaces *ADDRESS (malloc'ed,
+ * may be NULL before) with its canonical form, for qmp_server_listen:
+ * a non-NULL *ADDRESS means that this component hosts the monitor.
+ */
+extern int qmp_server_config (const char *key, const char *value,
+                              char **address);
+#define QMP_SERVER_CONFIG_HELP \
+  "qmp=PATH             Serve the QMP monitor on this Unix socket.\n" \
+  "qmp-max-clients=N    At most N monitor clients at once (64)."
+
+extern int qmp_server_listen (const char *address);
 /* Serve the commands of the component exporting SYMBOL and lend it
  * this monitor.  Returns its table, or NULL when it is not loaded.
  */
 extern const struct qmp_peer *qmp_server_adopt_peer (const char *symbol);
 extern int qmp_server_start (void);
 extern void qmp_server_stop (void);
-extern bool qmp_server_listening (void);
 
 #endif /* NC_QMP_SERVER_H */

@@ -60,10 +60,9 @@ static int
 checkpoint_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
                    const char *key, const char *value)
 {
-  if (strcmp (key, "qmp") == 0) {
-    free (qmp_path);
-    qmp_path = nbdkit_absolute_path (value);
-    return qmp_path ? 0 : -1;
+  switch (qmp_server_config (key, value, &qmp_path)) {
+  case 1: return 0;
+  case -1: return -1;
   }
   if (strcmp (key, "state") == 0) {
     free (state_dir);
@@ -89,7 +88,7 @@ checkpoint_config (nbdkit_next_config *next, nbdkit_backend *nxdata,
 }
 
 #define checkpoint_config_help \
-  "qmp=<PATH>           Serve the QMP monitor on this Unix socket.\n" \
+  QMP_SERVER_CONFIG_HELP "\n" \
   "state=<DIR>          Keep bitmaps and checkpoints in this directory.\n" \
   "scratch=<DIR>        Put backups' scratch files here (default: state=).\n" \
   "node-name=<NAME>     Node name of a single-export plugin's disk."

@@ -17,6 +17,7 @@
 
 #include "cleanup.h"
 #include "monitor.h"
+#include "server.h"
 #include "disks.h"
 #include "qmpdisk.h"
 
@@ -92,8 +93,8 @@ qmpdisk_config_complete (void)
 }
 
 #define qmpdisk_config_help \
-  "disk=NODE:PATH     (repeatable) Serve PATH as export NODE.\n" \
-  "qmp=PATH           Serve the QMP monitor on this Unix socket."
+  "disk=NODE:PATH       (repeatable) Serve PATH as export NODE.\n" \
+  QMP_SERVER_CONFIG_HELP
 
 static int
 qmpdisk_get_ready (void)
