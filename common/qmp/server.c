@@ -32,6 +32,8 @@
 #include "server.h"
 #include "session.h"
 #include "internal.h"
+#include "listen.h"
+#include "tls.h"
 
 /* Backpressure: while more than OUT_HIGH bytes of a client's output
  * wait, its input is left unread (in its buffer, then in the socket),
@@ -49,9 +51,11 @@
 struct client {
   struct client *next;
   int fd;
+  struct qmp_tls *tls;          /* on TCP */
   int wake_fd;                  /* eventfd: output was queued */
   pthread_t thread;
   struct qmp_session session;
+  bool tcp;                      /* needs TLS */
   bool refused;                 /* over the limit: told why, then closed */
   bool eof;                     /* the client sent all it will */
   char in[IN_SIZE];             /* read, not yet run: in[in_off..in_len) */
@@ -72,7 +76,9 @@ int
 qmp_server_config (const char *key, const char *value, char **address)
 {
   if (strcmp (key, "qmp") == 0) {
-    char *a = nbdkit_absolute_path (value);
+    /* nbdkit changes to / when it becomes a daemon. */
+    char *a = strncmp (value, "tcp:", 4) == 0 ? strdup (value)
+                                               : nbdkit_absolute_path (value);
 
     if (a == NULL)
       return -1;
@@ -95,7 +101,7 @@ qmp_server_config (const char *key, const char *value, char **address)
     max_clients = n;
     return 1;
   }
-  return 0;
+  return qmp_tls_config (key, value);
 }
 
 static char *socket_path;
@@ -107,75 +113,40 @@ static bool running;
 static pthread_mutex_t clients_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct client *clients;
 
-/* Is PATH a socket nobody listens on (left behind by a crash)? */
-static bool
-is_stale_socket (const char *path)
-{
-  struct sockaddr_un addr = { .sun_family = AF_UNIX };
-  int fd, r;
-
-  fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd == -1)
-    return false;
-  strncpy (addr.sun_path, path, sizeof addr.sun_path - 1);
-  r = connect (fd, (struct sockaddr *) &addr, sizeof addr);
-  close (fd);
-  return r == -1 && errno == ECONNREFUSED;
-}
-
-static int
-check_path (const char *path)
-{
-  struct stat st;
-
-  if (strlen (path) >= sizeof ((struct sockaddr_un *) 0)->sun_path) {
-    nbdkit_error ("qmp: socket path too long: %s", path);
-    return -1;
-  }
-  if (lstat (path, &st) == -1)
-    return 0;
-  if (!S_ISSOCK (st.st_mode)) {
-    nbdkit_error ("qmp: %s exists and is not a socket", path);
-    return -1;
-  }
-  if (!is_stale_socket (path)) {
-    nbdkit_error ("qmp: %s is in use by another process", path);
-    return -1;
-  }
-  if (unlink (path) == -1) {
-    nbdkit_error ("qmp: cannot remove stale socket %s: %m", path);
-    return -1;
-  }
-  return 0;
-}
-
 int
-qmp_server_listen (const char *path)
+qmp_server_listen (const char *address)
 {
-  struct sockaddr_un addr = { .sun_family = AF_UNIX };
+  bool tcp = strncmp (address, "tcp:", 4) == 0;
 
-  if (check_path (path) == -1)
-    return -1;
-  listen_fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listen_fd == -1) {
-    nbdkit_error ("qmp: socket: %m");
+  if (tcp && !qmp_tls_configured ()) {
+    nbdkit_error ("qmp=%s: a monitor on TCP needs TLS: give "
+                  "qmp-tls-certificates=DIR or qmp-tls-psk=FILE", address);
     return -1;
   }
-  strncpy (addr.sun_path, path, sizeof addr.sun_path - 1);
-  /* chmod between bind and listen: nobody can connect before listen. */
-  if (bind (listen_fd, (struct sockaddr *) &addr, sizeof addr) == -1 ||
-      chmod (path, 0600) == -1 ||
-      listen (listen_fd, 16) == -1) {
-    nbdkit_error ("qmp: %s: %m", path);
-    close (listen_fd);
-    listen_fd = -1;
+  if (!tcp && qmp_tls_configured ()) {
+    nbdkit_error ("qmp-tls-certificates and qmp-tls-psk are for "
+                  "qmp=tcp:ADDRESS:PORT, not for a Unix socket");
     return -1;
   }
-  socket_path = strdup (path);
+  if (tcp) {
+    if (qmp_tls_load () == -1)
+      return -1;
+    listen_fd = qmp_listen_tcp (address + 4);
+  }
+  else {
+    listen_fd = qmp_listen_unix (address);
+    if (listen_fd >= 0 && (socket_path = strdup (address)) == NULL) {
+      nbdkit_error ("strdup: %m");
+      close (listen_fd);
+      listen_fd = -1;
+      unlink (address);
+    }
+  }
+  if (listen_fd == -1)
+    return -1;
   qmp_register_builtins ();
   return 0;
 }
-
 
 /* Queue MSG and a line end for C and wake its thread.  An EVENT that
  * would pass the backlog limit disconnects C instead.
@@ -236,6 +207,49 @@ hold_input (void *opaque)
   return c->out_len - c->out_off > OUT_HIGH;
 }
 
+static ssize_t
+conn_send (struct client *c, const char *buf, size_t n)
+{
+  if (c->tls)
+    return qmp_tls_send (c->tls, buf, n);
+  return send (c->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+static ssize_t
+conn_recv (struct client *c, char *buf, size_t n)
+{
+  if (c->tls)
+    return qmp_tls_recv (c->tls, buf, n);
+  return recv (c->fd, buf, n, MSG_DONTWAIT);
+}
+
+/* TLS: the handshake, within a time limit.  False if it failed. */
+#define HANDSHAKE_TIMEOUT_MS 10000
+static bool
+handshake (struct client *c)
+{
+  int fl = fcntl (c->fd, F_GETFL), r, waited = 0;
+
+  if (fl == -1 || fcntl (c->fd, F_SETFL, fl | O_NONBLOCK) == -1 ||
+      (c->tls = qmp_tls_new (c->fd)) == NULL)
+    return false;
+  while ((r = qmp_tls_handshake (c->tls)) == 0) {
+    struct pollfd fds[2] = {
+      { .fd = c->fd,
+        .events = qmp_tls_wants_write (c->tls) ? POLLOUT : POLLIN },
+      { .fd = stop_fd, .events = POLLIN },
+    };
+    if (waited >= HANDSHAKE_TIMEOUT_MS)
+      return false;
+    r = poll (fds, 2, 100);
+    if ((r == -1 && errno != EINTR) || fds[1].revents)
+      return false;
+    if (r == 0)
+      waited += 100;
+  }
+  return r == 1;
+}
+
 /* Write what the socket takes now.  False when the client is gone. */
 static bool
 flush_some (struct client *c)
@@ -246,8 +260,7 @@ flush_some (struct client *c)
   if (c->gone)
     return false;
   while (c->out_off < c->out_len) {
-    r = send (c->fd, c->out + c->out_off, c->out_len - c->out_off,
-              MSG_NOSIGNAL | MSG_DONTWAIT);
+    r = conn_send (c, c->out + c->out_off, c->out_len - c->out_off);
     if (r == -1)
       return errno == EAGAIN || errno == EINTR;
     c->out_off += r;
@@ -295,7 +308,7 @@ run_input (struct client *c)
 static bool
 read_input (struct client *c)
 {
-  ssize_t r = recv (c->fd, c->in, sizeof c->in, MSG_DONTWAIT);
+  ssize_t r = conn_recv (c, c->in, sizeof c->in);
 
   if (r == -1)
     return errno == EAGAIN || errno == EINTR;
@@ -330,6 +343,8 @@ client_thread (void *arg)
   struct client *c = arg;
   uint64_t n;
 
+  if (c->tcp && !handshake (c))
+    goto out;
   if (c->refused) {
     refuse (c);
     goto out;
@@ -346,6 +361,11 @@ client_thread (void *arg)
       break;                    /* all answered */
     if (!want_in && c->in_off < c->in_len && !hold_input (c))
       continue;                 /* the rest of the input runs now */
+    if (want_in && c->tls && qmp_tls_pending (c->tls)) {
+      if (!read_input (c))      /* decrypted already: poll won't say */
+        break;
+      continue;
+    }
     struct pollfd fds[3] = {
       { .fd = c->fd, .events = (want_in ? POLLIN : 0) | (out ? POLLOUT : 0) },
       { .fd = c->wake_fd, .events = POLLIN },
@@ -365,7 +385,8 @@ client_thread (void *arg)
       break;
   }
   /* Best effort to deliver the last replies (e.g. to quit). */
-  flush_some (c);
+  if (flush_some (c) && c->tls)
+    qmp_tls_bye (c->tls);
  out:
   shutdown (c->fd, SHUT_RDWR);
   {
@@ -381,6 +402,7 @@ client_thread (void *arg)
 static void
 free_client (struct client *c)
 {
+  qmp_tls_free (c->tls);
   close (c->fd);
   close (c->wake_fd);
   qmp_session_free (&c->session);
@@ -447,6 +469,7 @@ add_client (int fd)
     return;
   }
   c->fd = fd;
+  c->tcp = socket_path == NULL;
   c->refused = served >= max_clients;
   pthread_mutex_init (&c->out_lock, NULL);
   qmp_session_init (&c->session, send_to_client, c);
@@ -530,7 +553,8 @@ qmp_server_stop (void)
   if (listen_fd >= 0) {
     close (listen_fd);
     listen_fd = -1;
-    unlink (socket_path);
+    if (socket_path)
+      unlink (socket_path);
   }
   if (stop_fd >= 0) {
     close (stop_fd);
@@ -538,6 +562,7 @@ qmp_server_stop (void)
   }
   free (socket_path);
   socket_path = NULL;
+  qmp_tls_unload ();
 }
 
 json_t *
