@@ -14,12 +14,14 @@
 # allocated) is HOLE|ZERO.  Exits 1 with a message on any mismatch,
 # printing the maps.
 
-import importlib
 import json
 import subprocess
 import sys
 
 import nbd
+
+from incremental_apply import extents
+from testlib import nbd_open
 
 HOLE, ZERO = 1, 2
 
@@ -101,11 +103,8 @@ def main(argv):
                      "unallocated: %r" % (c, e), qmap)
 
     # libnbd
-    ia = importlib.import_module("incremental_apply")
-    h = nbd.NBD()
-    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-    h.connect_uri(uri)
-    lmap = ia.extents(h)
+    h = nbd_open(uri, base_allocation=True)
+    lmap = extents(h)
     h.shutdown()
     got = merge([o, o + n] for o, n, f in lmap
                 if (f & (nbd.STATE_HOLE | nbd.STATE_ZERO)) != nbd.STATE_HOLE)

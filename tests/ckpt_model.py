@@ -1,6 +1,7 @@
-# Models and helpers for the bitmap, checkpoint, transaction and
-# persistence tests (test-bitmaps*.sh, test-checkpoints*.sh,
-# test-transaction*.sh, test-persist*.sh, test-sha256-qsd.sh).
+# Models for the bitmap, checkpoint, transaction and persistence tests
+# (test-bitmaps*.sh, test-checkpoints*.sh, test-transaction*.sh,
+# test-persist*.sh, test-sha256-qsd.sh), and the checks of what the
+# product reports against them.
 #
 # Bitmap: a dirty bitmap as QEMU 7.2 defines it (one bit per chunk of
 # GRANULARITY bytes, sha256 of the bits packed LSB first into 64-bit
@@ -9,30 +10,13 @@
 # since K" recomputed from the log, independent of how the product
 # stores it.
 #
-# Python 3 standard library only, plus qmp-client.py beside this file.
+# Built on testlib.py: "from ckpt_model import *" gives its helpers
+# too.  Python 3 standard library only.
 
 import hashlib
-import importlib
 import json
-import os
-import subprocess
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-qmp = importlib.import_module("qmp-client")
-
-KiB = 1024
-MiB = 1024 * KiB
-CHUNK = 64 * KiB
-
-
-def fail(msg):
-    raise AssertionError(msg)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
+from testlib import *
 
 
 # ---------------------------------------------------------------------
@@ -160,28 +144,7 @@ class Node:
 
 
 # ---------------------------------------------------------------------
-# Talking to the product (or to qemu-storage-daemon)
-
-def connect(path):
-    return qmp.QMP(path)
-
-
-def node_info(m, node):
-    for n in m.command("query-named-block-nodes"):
-        if n["node-name"] == node:
-            return n
-    fail("node %s not in query-named-block-nodes" % node)
-
-
-def bitmap_infos(m, node):
-    """[bitmap-info] of NODE, in the server's order."""
-    return node_info(m, node).get("dirty-bitmaps", [])
-
-
-def sha(m, node, name):
-    return m.command("x-debug-block-dirty-bitmap-sha256",
-                     {"node": node, "name": name})["sha256"]
-
+# The product's bitmaps against the model
 
 FIELDS = ("name", "granularity", "count", "recording", "persistent", "busy")
 
@@ -213,67 +176,6 @@ def check_node(m, model, what="", clip=True, order=True, fields=FIELDS,
         check(h == b.sha256(), "%s: %s/%s sha256 %s, expected %s (dirty "
               "chunks %s)" % (what, model.name, e["name"], h, b.sha256(),
                               sorted(b.bits)))
-
-
-def expect_error(m, cmd, args, desc=None, contains=None, cls="GenericError"):
-    c, d = m.error(cmd, args)
-    check(c == cls, "%s %r: class %s, expected %s (%s)" % (cmd, args, c,
-                                                             cls, d))
-    if desc is not None:
-        check(d == desc, "%s %r: error %r, expected %r" % (cmd, args, d,
-                                                             desc))
-    if contains is not None:
-        for w in ([contains] if isinstance(contains, str) else contains):
-            check(w.lower() in d.lower(), "%s %r: error %r does not "
-                  "mention %r" % (cmd, args, d, w))
-    return d
-
-
-def snapshot(m, nodes):
-    """Everything observable about bitmaps and checkpoints: for
-    comparing before/after a failed transaction."""
-    out = {"nodes": m.command("query-named-block-nodes"),
-           "checkpoints": m.command("query-checkpoints", {"size": True}),
-           "sha": {}}
-    for n in nodes:
-        for b in bitmap_infos(m, n):
-            out["sha"]["%s/%s" % (n, b["name"])] = sha(m, n, b["name"])
-    return out
-
-
-# ---------------------------------------------------------------------
-# Data path
-
-def uri(sock, export=""):
-    return "nbd+unix:///%s?socket=%s" % (export, sock)
-
-
-def qio(target, *cmds, readonly=False):
-    """qemu-io -f raw on an NBD URI, each argument one -c command."""
-    argv = ["qemu-io", "-f", "raw"]
-    if readonly:
-        argv.append("-r")
-    argv.append(target)
-    for c in cmds:
-        argv += ["-c", c]
-    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       universal_newlines=True)
-    low = p.stdout.lower()
-    if p.returncode != 0 or "error" in low or "failed" in low:
-        fail("qemu-io %s %s: rc %d\n%s" % (target, cmds, p.returncode,
-                                           p.stdout))
-    return p.stdout
-
-
-def qio_cmd(op, offset, length, pattern=0x55):
-    """A qemu-io command for OP in write/zero/discard."""
-    if op == "write":
-        return "write -P 0x%02x %d %d" % (pattern, offset, length)
-    if op == "zero":
-        return "write -z %d %d" % (offset, length)
-    if op == "discard":
-        return "discard %d %d" % (offset, length)
-    fail("bad op %s" % op)
 
 
 # ---------------------------------------------------------------------
@@ -454,33 +356,3 @@ def check_chain_bitmaps(m, chain, what=""):
             h = sha(m, node, c)
             check(h == b.sha256(), "%s: %s/%s sha256 mismatch (expected "
                   "chunks %s)" % (what, node, c, sorted(b.bits)))
-
-
-# ---------------------------------------------------------------------
-# Running a test as sections: a failing section is reported and the
-# others still run; the script then exits 1.
-
-_failures = []
-
-
-def section(title):
-    """Decorator: run the function now as one section of the test."""
-    def run(fn):
-        print("--- %s" % title, flush=True)
-        try:
-            fn()
-        except Exception as e:
-            _failures.append((title, e))
-            print("FAILED: %s: %s" % (title, e), file=sys.stderr, flush=True)
-        return fn
-    return run
-
-
-def finish():
-    if _failures:
-        print("\n%d section(s) failed:" % len(_failures), file=sys.stderr)
-        for t, e in _failures:
-            print("  %s: %s" % (t, str(e).splitlines()[0][:300]),
-                  file=sys.stderr)
-        sys.exit(1)
-    print("all sections passed")

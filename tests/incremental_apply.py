@@ -23,6 +23,7 @@
 # As a module: apply(uri, target, full=False) returns the same dict;
 # extents(h) lists an open handle's base:allocation extents.
 
+import argparse
 import json
 import os
 import sys
@@ -120,20 +121,14 @@ def apply(uri, target, full=False):
 
 
 def main(argv):
-    args = argv[1:]
-    as_json = full = False
-    while args and args[0].startswith("--"):
-        opt = args.pop(0)
-        if opt == "--json":
-            as_json = True
-        elif opt == "--full":
-            full = True
-        else:
-            sys.exit("incremental_apply.py: unknown option %s" % opt)
-    if len(args) != 2:
-        sys.exit("usage: incremental_apply.py [--json] [--full] URI TARGET")
-    stats = apply(args[0], args[1], full=full)
-    if as_json:
+    ap = argparse.ArgumentParser(prog="incremental_apply.py")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("uri")
+    ap.add_argument("target")
+    a = ap.parse_args(argv[1:])
+    stats = apply(a.uri, a.target, full=a.full)
+    if a.json:
         print(json.dumps(stats))
     else:
         print("size %d: read %d, zeroed %d, skipped %d bytes in %d extents"

@@ -99,9 +99,9 @@ rm -rf "$tmp/scratch/state"
 start_nbdkit nd --filter="$FILTER" file "$tmp/small.img" \
              qmp="$tmp/nd.qmp" scratch="$tmp/nonexistent"
 $PY - "$tmp/nd.qmp" "$tmp/nonexistent" <<'EOF'
-import importlib, sys
-qmp = importlib.import_module("qmp-client")
-with qmp.QMP(sys.argv[1]) as m:
+import sys
+from testlib import *
+with connect(sys.argv[1]) as m:
     cls, desc = m.error("backup-begin", {"id": "x"})
     assert cls == "GenericError" and sys.argv[2] in desc, (cls, desc)
     print(desc)
@@ -125,9 +125,10 @@ fi
 cat "$tmp/qio.out"
 assert_grep 'No space left on device|Input/output error' "$tmp/qio.out"
 $PY - "$live" <<'EOF'
-import errno, nbd, sys
-h = nbd.NBD()
-h.connect_uri(sys.argv[1])
+import errno, nbd
+from testlib import *
+[live] = script_args(str)
+h = nbd_open(live)
 for off, n in ((2 << 20, 256 * 1024), (3 << 20, 1 << 20)):
     try:
         h.pwrite(b"\x45" * n, off)
@@ -165,13 +166,13 @@ assert_eq "$r" "active $((128 * K)) False" "b1 after a write that fits"
 test "$(used)" -ge $((128 * K)) || fail "scratch is not on the tmpfs"
 # A connection opened before the failure.
 $PY - "$b1" "$tmp/freeze1" "$tmp/b1.ready" "$tmp/b1.go" "$tmp/b1.out" <<'EOF' &
-import errno, nbd, os, sys, time
-uri, ref = sys.argv[1], open(sys.argv[2], "rb").read()
-h = nbd.NBD()
-h.connect_uri(uri)
+import errno, nbd, os, time
+from testlib import *
+uri, ref, ready, go, result = script_args(str, file_bytes, str, str, str)
+h = nbd_open(uri)
 assert h.pread(128 * 1024, 0) == ref[:128 * 1024]
-open(sys.argv[3], "w").close()
-while not os.path.exists(sys.argv[4]):
+open(ready, "w").close()
+while not os.path.exists(go):
     time.sleep(0.02)
 out = []
 for off in (0, 1 << 20, 3 << 20):         # saved, being written, untouched
@@ -180,7 +181,7 @@ for off in (0, 1 << 20, 3 << 20):         # saved, being written, untouched
         out.append("ok")
     except nbd.Error as e:
         out.append(errno.errorcode.get(e.errnum, str(e.errnum)))
-open(sys.argv[5], "w").write(" ".join(out) + "\n")
+open(result, "w").write(" ".join(out) + "\n")
 h.shutdown()
 EOF
 reader=$!

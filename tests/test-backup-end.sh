@@ -77,20 +77,16 @@ assert_eq "$r" "['c1']" "checkpoints after b3 failed"
 
 # ---- bad arguments ----
 $PY - "$tmp/q.sock" "$kitsock" <<'EOF'
-import importlib, subprocess, sys
-qmp = importlib.import_module("qmp-client")
-qsock, sock = sys.argv[1], sys.argv[2]
+from testlib import *
+qsock, sock = script_args(str, str)
 
 def state(m):
-    exports = subprocess.check_output(
-        ["nbdinfo", "--list", "--json", "nbd+unix://?socket=" + sock])
     return (m.command("query-backups"), m.command("query-checkpoints"),
             [b["name"] for b in
              m.command("query-named-block-nodes")[0]["dirty-bitmaps"]],
-            sorted(e["export-name"] for e in
-                   __import__("json").loads(exports)["exports"]))
+            sorted(nbd_exports(sock)))
 
-with qmp.QMP(qsock) as m:
+with connect(qsock) as m:
     assert m.command("backup-begin", {"id": "dup"})["id"] == "dup"
     before = state(m)
     assert [b["id"] for b in before[0]] == ["dup"], before
@@ -183,9 +179,9 @@ kill -0 $kitpid || fail "nbdkit died"
 # Over a stock plugin the live disk's export is "": a backup export
 # named "" would give the guest a read-only frozen view of its disk.
 $PY - "$tmp/q.sock" <<'EOF'
-import importlib, sys
-qmp = importlib.import_module("qmp-client")
-with qmp.QMP(sys.argv[1]) as m:
+from testlib import *
+[qsock] = script_args(str)
+with connect(qsock) as m:
     reply = m.cmd("backup-begin", {"id": "x",
                                    "disks": [{"node": "d0", "export": ""}]})
     if "return" in reply:
@@ -203,17 +199,17 @@ end_exports ()
 {
     cp "$3" "$tmp/freeze1"
     $PY - "$1" "$2" "$tmp/freeze1" "$3" "$4" "$5" <<'EOF'
-import errno, importlib, nbd, sys
-qmp = importlib.import_module("qmp-client")
-qsock, sock, ref = sys.argv[1], sys.argv[2], open(sys.argv[3], "rb").read()
-uri = "nbd+unix:///%s@b1?socket=%s" % (sys.argv[6], sock)
-liveuri = "nbd+unix:///%s?socket=%s" % (sys.argv[5], sock)
+import errno, nbd
+from testlib import *
+qsock, sock, ref, disk, live, node = script_args(str, str, file_bytes, str,
+                                                 str, str)
+backup = uri(sock, node + "@b1")
+liveuri = uri(sock, live)
 
+# A new connection to the backup export (this test's connect(), not
+# testlib's QMP one: the monitor is m below).
 def connect():
-    h = nbd.NBD()
-    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-    h.connect_uri(uri)
-    return h
+    return nbd_open(backup, base_allocation=True)
 
 def must_fail(f, what):
     try:
@@ -222,12 +218,11 @@ def must_fail(f, what):
         return e
     raise AssertionError("%s worked after backup-end" % what)
 
-with qmp.QMP(qsock) as m:
+with QMP(qsock) as m:
     assert m.command("backup-begin", {"id": "b1"})["id"] == "b1"
     busy, idle = connect(), connect()
     assert busy.pread(65536, 0) == ref[:65536]
-    w = nbd.NBD()
-    w.connect_uri(liveuri)
+    w = nbd_open(liveuri)
     w.pwrite(b"\x42" * 65536, 0)
     assert busy.pread(65536, 0) == ref[:65536]
     assert m.command("backup-end", {"id": "b1"}) == {}
@@ -244,7 +239,7 @@ with qmp.QMP(qsock) as m:
     w.flush()
     # The same id again: a new freeze, while the old connections are
     # still open (and still failing).
-    snap = open(sys.argv[4], "rb").read()
+    snap = open(disk, "rb").read()
     assert m.command("backup-begin", {"id": "b1"})["id"] == "b1"
     w.pwrite(b"\x44" * 65536, 0)
     again = connect()
@@ -284,10 +279,9 @@ assert_eq "$(exports "$sock" | tr '\n' ' ')" 'sda 2097152 sdb 1048576 ' \
 # view resized.
 cp "$tmp/sdb.img" "$tmp/sdb-freeze"
 $PY - "$tmp/qdq.sock" "$sock" "$tmp/sdb-freeze" <<'EOF'
-import importlib, nbd, sys
-qmp = importlib.import_module("qmp-client")
-qsock, sock, ref = sys.argv[1], sys.argv[2], open(sys.argv[3], "rb").read()
-with qmp.QMP(qsock) as m:
+from testlib import *
+qsock, sock, ref = script_args(str, str, file_bytes)
+with connect(qsock) as m:
     m.command("checkpoint-create", {"name": "only-a", "disks": ["sda"]})
     cls, desc = m.error("backup-begin", {"id": "x", "incremental": "only-a"})
     assert cls == "GenericError" and "sdb" in desc, (cls, desc)
@@ -301,8 +295,7 @@ with qmp.QMP(qsock) as m:
     assert cls == "GenericError" and "sdb" in desc, (cls, desc)
     resized = "return" in m.cmd("block_resize", {"node-name": "sdb",
                                                  "size": 2 << 20})
-    h = nbd.NBD()
-    h.connect_uri("nbd+unix:///sdb@z?socket=" + sock)
+    h = nbd_open(uri(sock, "sdb@z"))
     assert h.get_size() == len(ref), h.get_size()
     assert h.pread(len(ref), 0) == ref
     h.shutdown()

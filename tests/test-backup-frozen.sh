@@ -162,12 +162,13 @@ $T nbdcopy "$b2a" "$tmp/d2.raw" & r2=$!
 $T qemu-img convert -f raw -O raw "$b2a" "$tmp/q2.raw" & r3=$!
 # A libnbd client reading both exports in small random pieces.
 $T $PY - "$b1a" "$tmp/freeze1-sda" "$b2a" "$tmp/freeze2-sda" <<'EOF' & r4=$!
-import nbd, random, sys
+import random
+from testlib import *
+b1, ref1, b2, ref2 = script_args(str, str, str, str)
 rnd = random.Random(3)
-for uri, ref in ((sys.argv[1], sys.argv[2]), (sys.argv[3], sys.argv[4])):
+for uri, ref in ((b1, ref1), (b2, ref2)):
     data = open(ref, "rb").read()
-    h = nbd.NBD()
-    h.connect_uri(uri)
+    h = nbd_open(uri)
     for _ in range(300):
         n = rnd.randint(1, 200000)
         off = rnd.randint(0, len(data) - n)
@@ -213,9 +214,10 @@ writer=$!
 cleanup_fn kill_nbdkit "$writer"
 wait_ops "$tmp/ops3" 20
 $PY - "$tmp/q.sock" > "$tmp/begin3.times" <<'EOF'
-import importlib, sys, time
-qmp = importlib.import_module("qmp-client")
-with qmp.QMP(sys.argv[1]) as m:
+import time
+from testlib import *
+[qsock] = script_args(str)
+with connect(qsock) as m:
     t0 = time.monotonic()
     m.command("backup-begin", {"id": "b3", "disks": [{"node": "sda"}],
                                "checkpoint": {"name": "c3"}})

@@ -107,10 +107,10 @@ $PY "$abs_srcdir/backup_map.py" "$inc1" $C "$CHANGED1" "$ZERO1"
 # Uncovered chunks: unchanged ones read the (frozen) data, changed ones
 # fail with EIO; covered chunks read the frozen data.
 $PY - "$inc1" "$tmp/freeze1" <<'EOF'
-import errno, nbd, sys
-uri, ref = sys.argv[1], open(sys.argv[2], "rb").read()
-h = nbd.NBD()
-h.connect_uri(uri)
+import errno, nbd
+from testlib import *
+uri, ref = script_args(str, file_bytes)
+h = nbd_open(uri)
 K = 1024
 assert h.is_read_only()
 assert h.pread(64 * K, 64 * K) == ref[64 * K:128 * K]     # chunk 1

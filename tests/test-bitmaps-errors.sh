@@ -33,11 +33,9 @@ start_nbdkit q --filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/a.img" \
 qsock=$sock
 
 $PY - "$tmp" "$fsock" "$qsock" $S <<'EOF'
-import sys
 from ckpt_model import *
 
-tmp, fsock, qsock, S = sys.argv[1:5]
-S = int(S)
+tmp, fsock, qsock, S = script_args(str, str, str, int)
 m = connect(tmp + "/f.qmp")
 
 # Some state to protect: plain bitmaps with bits, a checkpoint.

@@ -40,12 +40,11 @@ start_nbdkit r -r --filter="$FILTER" file "$tmp/r.img" node-name=r0 \
 rsock=$sock
 
 $PY - "$tmp" "$fsock" "$qsock" "$rsock" $S <<'EOF'
-import sys
+import hashlib
 import nbd
 from ckpt_model import *
 
-tmp, fsock, qsock, rsock, S = sys.argv[1:6]
-S = int(S)
+tmp, fsock, qsock, rsock, S = script_args(str, str, str, str, int)
 
 # ---------------- over the file plugin: node d0 ----------------
 m = connect(tmp + "/f.qmp")
@@ -166,9 +165,7 @@ def _():
 def _():
     qio(U, "read 0 %d" % S, "read 1000 10")
     qio(U, "read 0 %d" % S, readonly=True)
-    h = nbd.NBD()
-    h.add_meta_context("base:allocation")
-    h.connect_uri(U)
+    h = nbd_open(U, base_allocation=True)
     h.pread(65536, 0)
     h.cache(65536, 65536) if h.can_cache() else None
     h.flush() if h.can_flush() else None

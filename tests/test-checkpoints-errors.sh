@@ -24,11 +24,10 @@ start_nbdkit q --filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/a.img" \
              disk=sdb:"$tmp/b.img" qmp="$tmp/q.qmp" state="$tmp/state"
 
 $PY - "$tmp" "$sock" $SA $SB <<'EOF'
-import sys
 from ckpt_model import *
 
-tmp, nsock, SA, SB = sys.argv[1:5]
-SIZES = {"sda": int(SA), "sdb": int(SB)}
+tmp, nsock, SA, SB = script_args(str, str, int, int)
+SIZES = {"sda": SA, "sdb": SB}
 m = connect(tmp + "/q.qmp")
 chain = Chain(SIZES)
 E = expect_error

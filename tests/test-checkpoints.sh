@@ -30,11 +30,11 @@ start_nbdkit q --filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/a.img" \
              disk=sdb:"$tmp/b.img" qmp="$tmp/q.qmp" state="$tmp/state"
 
 $PY - "$tmp" "$sock" $SA $SB "${SEED:-20261121}" <<'EOF'
-import random, sys, time
+import random, time
 from ckpt_model import *
 
-tmp, nsock, SA, SB, seed = sys.argv[1:6]
-SIZES = {"sda": int(SA), "sdb": int(SB)}
+tmp, nsock, SA, SB, seed = script_args(str, str, int, int, str)
+SIZES = {"sda": SA, "sdb": SB}
 print("seed", seed)
 rnd = random.Random(int(seed))
 m = connect(tmp + "/q.qmp")

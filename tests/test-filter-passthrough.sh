@@ -35,9 +35,10 @@ qio "$(nbd_uri '' "$memsock")" 'write -P 0xa5 1M 64k' 'read -P 0xa5 1M 64k' \
 assert_eq "$(exports "$memsock")" '"" 4194304' "exports over memory"
 
 $PY - "$tmp/mq.sock" "$(nbd_uri '' "$memsock")" <<'EOF'
-import sys, importlib
-qmp = importlib.import_module("qmp-client")
-with qmp.QMP(sys.argv[1]) as m:
+import time
+from testlib import *
+qsock, live = script_args(str, str)
+with connect(qsock) as m:
     nodes = m.command("query-named-block-nodes")
     assert len(nodes) == 1, nodes
     assert nodes[0]["node-name"] == "mem0", nodes
@@ -60,10 +61,8 @@ with qmp.QMP(sys.argv[1]) as m:
     assert v["package"].startswith("nbdkit-checkpoint "), v
     # quit replies, then nbdkit exits, also with an idle QMP client, a
     # client that has not negotiated and an NBD client connected.
-    import nbd, time
-    idle, fresh = qmp.QMP(sys.argv[1]), qmp.QMP(sys.argv[1], negotiate=False)
-    h = nbd.NBD()
-    h.connect_uri(sys.argv[2])
+    idle, fresh = connect(qsock), connect(qsock, negotiate=False)
+    h = nbd_open(live)
     assert h.pread(512, 1024 * 1024) == b"\xa5" * 512
     assert m.command("quit") == {}
     # nbdkit 1.32 waits for NBD clients that have sent a request to go
@@ -75,7 +74,7 @@ with qmp.QMP(sys.argv[1]) as m:
             while True:
                 msg = c.recv_message()
                 assert "event" in msg, msg    # no reply without a request
-        except (qmp.QMPClosed, ConnectionError):
+        except (QMPClosed, ConnectionError):
             pass
     assert time.time() - t0 < 5, "QMP clients not disconnected on quit"
 EOF
@@ -102,14 +101,14 @@ r="$(qmp_get "$tmp/fq.sock" query-named-block-nodes '' \
 assert_eq "$r" "disk $((4*1024*1024))" "node over file"
 # An idle QMP client does not hold up SIGTERM; it sees EOF.
 $PY -c '
-import sys, importlib
-qmp = importlib.import_module("qmp-client")
-m = qmp.QMP(sys.argv[1])
+from testlib import *
+[qsock] = script_args(str)
+m = connect(qsock)
 print("connected", flush=True)
 try:
     while True:
         m.recv_message()
-except qmp.QMPClosed:
+except QMPClosed:
     print("eof")' "$tmp/fq.sock" > "$tmp/idle.out" &
 idlepid=$!
 cleanup_fn kill_nbdkit "$idlepid"
@@ -147,10 +146,9 @@ assert_eq "$(sha "$tmp/b.img")" "$(sha "$tmp/ref2")" "sdb written through filter
 assert_eq "$(sha "$tmp/a.img")" "$(sha "$tmp/ref")" "sda untouched"
 
 $PY - "$tmp/qq.sock" "$tmp" <<'EOF'
-import sys, importlib
-qmp = importlib.import_module("qmp-client")
-tmp = sys.argv[2]
-with qmp.QMP(sys.argv[1]) as m:
+from testlib import *
+qsock, tmp = script_args(str, str)
+with connect(qsock) as m:
     nodes = m.command("query-named-block-nodes")
     got = [(n["node-name"], n["drv"], n["file"], n["image"]["virtual-size"])
            for n in nodes]

@@ -190,6 +190,17 @@ issue (struct worker *w, struct req *r)
   }
 }
 
+/* Its buffers (its handle is closed by then). */
+static void
+free_worker (struct worker *w)
+{
+  size_t k;
+
+  for (k = 0; k < MAX_IN_FLIGHT; k++)
+    free (w->reqs[k].buf);
+  free (w->slot_busy);
+}
+
 static void *
 run_worker (void *arg)
 {
@@ -315,6 +326,7 @@ main (int argc, char *argv[])
       status = EXIT_FAILURE;
     }
     nbd_close (workers[i].h);
+    free_worker (&workers[i]);
   }
 
   /* The backing files hold the model. */
@@ -344,6 +356,10 @@ main (int argc, char *argv[])
             d->file, known, d->size);
     close (fd);
     free (buf);
+  }
+  for (i = 0; i < nr_disks; i++) {
+    free (disks[i].model);
+    free (disks[i].known);
   }
   return status;
 }

@@ -40,11 +40,10 @@ py ()
 }
 
 cat > "$tmp/crash.py" <<'EOF'
-import json, sys
+import json
 from ckpt_model import *
 
-step, tmp, nsock, S = sys.argv[1:5]
-S = int(S)
+step, tmp, nsock, S = script_args(str, str, str, int)
 m = connect(tmp + "/q.qmp")
 E = expect_error
 
@@ -219,9 +218,9 @@ qargs=(--filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/a.img"
        qmp="$tmp/qd.qmp" state="$tmp/qstate")
 start_nbdkit h1 "${qargs[@]}"
 $PY - "$tmp" "$sock" $SB <<'EOF'
-import json, sys
-from ckpt_model import *
-tmp, nsock, SB = sys.argv[1:4]
+import json
+from testlib import *
+tmp, nsock, SB = script_args(str, str, str)
 m = connect(tmp + "/qd.qmp")
 m.command("blockdev-add", {"driver": "file", "node-name": "sdb",
                            "filename": tmp + "/b.img"})
@@ -245,9 +244,9 @@ assert_eq $exit_status 0 "exit status after quit"
 
 start_nbdkit h2 "${qargs[@]}"
 $PY - "$tmp" "$sock" $SB <<'EOF'
-import json, sys
-from ckpt_model import *
-tmp, nsock, SB = sys.argv[1:4]
+import json
+from testlib import *
+tmp, nsock, SB = script_args(str, str, str)
 m = connect(tmp + "/qd.qmp")
 saved = json.load(open(tmp + "/hot.json"))
 check(bitmap_infos(m, "sda") == saved["infos"]["sda"], "sda's bitmaps")
@@ -290,9 +289,8 @@ margs=(--filter="$FILTER" file "$tmp/m.img" node-name=d1
        qmp="$tmp/mq.qmp" state="$tmp/mstate")
 start_nbdkit m1 "${margs[@]}"
 $PY - "$tmp" "$sock" <<'EOF'
-import sys
-from ckpt_model import *
-tmp, nsock = sys.argv[1:3]
+from testlib import *
+tmp, nsock = script_args(str, str)
 m = connect(tmp + "/mq.qmp")
 m.command("checkpoint-create", {"name": "k1"})
 qio(uri(nsock), "write -P 1 0 64k")
@@ -314,10 +312,8 @@ printf "$(printf '\\%03o' $(( b ^ 0x01 )))" |
     dd of="$f" bs=1 seek=$(( n / 2 )) conv=notrunc 2>/dev/null
 start_nbdkit m2 "${margs[@]}"
 $PY - "$tmp" "$sock" <<'EOF'
-import sys
-import nbd
-from ckpt_model import *
-tmp, nsock = sys.argv[1:3]
+from testlib import *
+tmp, nsock = script_args(str, str)
 m = connect(tmp + "/mq.qmp")
 inc = {b["name"]: b["inconsistent"] for b in bitmap_infos(m, "d1")}
 check(inc == {"k1": False, "k2": True, "k3": False}, "%r" % inc)
@@ -341,9 +337,8 @@ if not (s["k1"] is None or s["k1"] >= 3 * 65536):
                   " are missing" % s["k1"])
 r = m.cmd("backup-begin", {"id": "b", "incremental": "k1"})
 if "return" in r:
-    h = nbd.NBD()
-    h.add_meta_context("base:allocation")
-    h.connect_uri(uri(nsock, r["return"]["exports"][0]["export"]))
+    h = nbd_open(uri(nsock, r["return"]["exports"][0]["export"]),
+                 base_allocation=True)
     ext = []
     h.block_status(1 << 20, 0,
                    lambda ctx, off, e, err: ext.extend(

@@ -28,11 +28,10 @@ py ()
 }
 
 cat > "$tmp/persist.py" <<'EOF'
-import pickle, sys
+import pickle
 from ckpt_model import *
 
-step, tmp, nsock, S = sys.argv[1:5]
-S = int(S)
+step, tmp, nsock, S = script_args(str, str, str, int)
 PICKLE = tmp + "/model.pickle"
 if step == "setup":
     d0 = Node("d0", S)

@@ -12,25 +12,20 @@ requires $PY -c 'import nbd'
 tmpdir
 
 cat > "$tmp/hotplug.py" <<'EOF'
-import json, os, socket, subprocess, sys, time, importlib
+import os
 import nbd
-qmp = importlib.import_module("qmp-client")
-qsock, nsock, remsock, tmp = sys.argv[1:5]
+from testlib import *
+qsock, nsock, remsock, tmp, port, qsock2 = script_args(str, str, str, str,
+                                                       str, str)
 M = 1 << 20
 
-def uri(node, s=nsock):
-    return "nbd+unix:///%s?socket=%s" % (node, s)
-
+# An NBD connection to NODE (this test's connect(), not testlib's QMP
+# one: the monitor is m below).
 def connect(node, s=nsock):
-    h = nbd.NBD()
-    h.connect_uri(uri(node, s))
-    return h
+    return nbd_open(uri(s, node))
 
 def exports():
-    out = subprocess.check_output(
-        ["nbdinfo", "--list", "--json", "nbd+unix://?socket=" + nsock])
-    return {e["export-name"]: e["export-size"]
-            for e in json.loads(out)["exports"]}
+    return nbd_exports(nsock)
 
 def cannot_open(node):
     try:
@@ -46,7 +41,7 @@ def err(m, name, args, *words):
         assert w.lower() in desc.lower(), (name, args, desc, w)
     return desc
 
-m = qmp.QMP(qsock)
+m = QMP(qsock)
 
 def nodes():
     return {n["node-name"]: n for n in m.command("query-named-block-nodes")}
@@ -126,11 +121,7 @@ h2.pwrite(b"\x3c" * 512, 0)
 h2.shutdown()
 del h, h2
 # The server may see the disconnects a moment later.
-for i in range(100):
-    r = m.cmd("blockdev-del", {"node-name": "sdc"})
-    if "return" in r:
-        break
-    time.sleep(0.05)
+r = retry_cmd(m, "blockdev-del", {"node-name": "sdc"})
 assert r == {"return": {}}, r
 assert "sdc" not in nodes() and "sdc" not in exports()
 assert cannot_open("sdc")
@@ -191,16 +182,11 @@ h.shutdown()
 direct.shutdown()
 err(m, "block_resize", {"node-name": "rem", "size": 32 * M})
 assert nodes()["rem"]["image"]["virtual-size"] == 16 * M
-for i in range(100):
-    r = m.cmd("blockdev-del", {"node-name": "rem"})
-    if "return" in r:
-        break
-    time.sleep(0.05)
+r = retry_cmd(m, "blockdev-del", {"node-name": "rem"})
 assert r == {"return": {}}, r
 
 # inet: nbdkit's pattern plugin on a TCP port, the port as a string
 # (QEMU's SocketAddress has it so).
-port = sys.argv[5]
 m.command("blockdev-add", {"driver": "nbd", "node-name": "tcp",
                            "server": {"type": "inet", "host": "127.0.0.1",
                                       "port": port},
@@ -223,7 +209,6 @@ err(m, "blockdev-add", {"driver": "nbd", "node-name": "tcp2",
 assert "tcp2" not in nodes()
 
 # qcow2 through qemu-nbd: the image gets the data.
-qsock2 = sys.argv[6]
 m.command("blockdev-add", {"driver": "nbd", "node-name": "qc",
                            "server": {"type": "unix", "path": qsock2}})
 h = connect("qc")
@@ -231,11 +216,7 @@ assert h.get_size() == 8 * M
 h.pwrite(b"\x7e" * 65536, 2 * M)
 h.flush()
 h.shutdown()
-for i in range(100):
-    r = m.cmd("blockdev-del", {"node-name": "qc"})
-    if "return" in r:
-        break
-    time.sleep(0.05)
+r = retry_cmd(m, "blockdev-del", {"node-name": "qc"})
 assert r == {"return": {}}, r
 
 # ---- query-named-block-nodes reflects it all ----
@@ -246,11 +227,7 @@ assert {k: v["image"]["virtual-size"] for k, v in n.items()} == \
     {"sda": 3 * M, "sdr": M, "sdc": 4 * M, "tcp": 16 * M}, n
 assert set(exports()) >= {"sda", "sdr", "sdc", "tcp"}, exports()
 for k in ("sdr", "sdc", "tcp"):
-    for i in range(100):
-        r = m.cmd("blockdev-del", {"node-name": k})
-        if "return" in r:
-            break
-        time.sleep(0.05)
+    r = retry_cmd(m, "blockdev-del", {"node-name": k})
     assert r == {"return": {}}, (k, r)
 assert list(nodes()) == ["sda"], nodes()
 m.close()

@@ -14,9 +14,9 @@ requires $PY -c 'import socket'
 tmpdir
 
 cat > "$tmp/proto.py" <<'EOF'
-import json, os, re, socket, sys, threading, time, importlib
-qmp = importlib.import_module("qmp-client")
-path = sys.argv[1]
+import json, os, re, socket, threading, time
+from testlib import *
+[path] = script_args(str)
 version = os.environ.get("PACKAGE_VERSION")
 
 def raw_client():
@@ -43,7 +43,7 @@ def alive(m):
     assert r.get("id") == "alive" and r["return"]["qemu"]["major"] == 7, r
 
 # ---- greeting, and everything before qmp_capabilities ----
-m = qmp.QMP(path, negotiate=False)
+m = connect(path, negotiate=False)
 g = m.greeting
 assert g["QMP"]["version"]["qemu"] == {"major": 7, "minor": 2, "micro": 0}, g
 assert g["QMP"]["capabilities"] == [], g
@@ -179,7 +179,7 @@ r = m.recv_reply()
 assert r["id"] == "frag" and "return" in r, r
 
 # ---- invalid UTF-8: an error (or a disconnect of this client only) ----
-u = qmp.QMP(path)
+u = connect(path)
 try:
     r = raw(u, b'{"execute": "query-\xff\xfe", "id": 1}\n')
     assert "error" in r, r
@@ -187,14 +187,14 @@ try:
     r = raw(u, b'{"execute": "query-version", "id": "\xc3\x28"}\n')
     assert "error" in r, r
     alive(u)
-except (qmp.QMPClosed, ConnectionError):
+except (QMPClosed, ConnectionError):
     pass
 u.close()
 alive(m)
 
 # ---- several clients at once ----
-a, b = qmp.QMP(path), qmp.QMP(path)
-c = qmp.QMP(path, negotiate=False)
+a, b = connect(path), connect(path)
+c = connect(path, negotiate=False)
 a.send_raw(b'{"execute": "query-version", "id": "a1"}')
 b.send_raw(b'{"execute": "query-commands", "id": "b1"}')
 ra, rb = a.recv_reply(), b.recv_reply()
@@ -242,7 +242,7 @@ slow.close()
 s.close()
 # Many short connections
 for i in range(50):
-    x = qmp.QMP(path)
+    x = connect(path)
     x.close()
 for x in (a, b, c, m):
     alive(x)

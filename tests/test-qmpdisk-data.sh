@@ -76,24 +76,16 @@ cmp -i $((7*M)):$((7*M)) "$tmp/a.img" "$tmp/ref"
 
 # Block status (SEEK_DATA/SEEK_HOLE) shows the holes.
 $PY - "$(nbd_uri sda)" "$(nbd_uri sdb)" <<'EOF'
-import sys, nbd
+import nbd
+from incremental_apply import extents
+from testlib import *
+sda, sdb = script_args(str, str)
 M = 1 << 20
 
-def extents(uri):
-    h = nbd.NBD()
-    h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-    h.connect_uri(uri)
+def extents_of(target):
+    h = nbd_open(target, base_allocation=True)
     assert h.can_meta_context(nbd.CONTEXT_BASE_ALLOCATION)
-    size, off, out = h.get_size(), 0, []
-    while off < size:
-        got = []
-        def cb(meta, o, ents, err):
-            got.extend(zip(ents[0::2], ents[1::2]))
-            return 0
-        h.block_status(min(size - off, 1 << 30), off, cb)
-        for length, flags in got:
-            out.append((off, length, flags))
-            off += length
+    out = extents(h)
     h.shutdown()
     return out
 
@@ -105,14 +97,14 @@ def flags_at(ex, off, length):
         all_f &= f
     return all_f
 
-a = extents(sys.argv[1])
+a = extents_of(sda)
 print(a)
 for (off, length) in ((2 * M, M), (4 * M, M)):
     assert flags_at(a, off, length) & 3 == 3, ("not a hole", off, a)
 for (off, length) in ((0, 2 * M), (3 * M, M), (5 * M, M), (7 * M, M)):
     assert flags_at(a, off, length) & 1 == 0, ("not data", off, a)
 
-b = extents(sys.argv[2])
+b = extents_of(sdb)
 print(b)
 assert flags_at(b, M, M) & 1 == 0, b
 assert flags_at(b, 0, M) & 3 == 3, b
@@ -124,11 +116,11 @@ assert_grep "^ *$((2*M)) +$M +3 +hole,zero" "$tmp/map"
 # Flush and FUA are offered and work; written data is in the file at
 # once.  Cache too.  Several connections at once (multi-conn).
 $PY - "$(nbd_uri sdb)" "$tmp/b.img" <<'EOF'
-import sys, nbd
-uri, path = sys.argv[1], sys.argv[2]
-hs = [nbd.NBD() for _ in range(3)]
+import nbd
+from testlib import *
+uri, path = script_args(str, str)
+hs = [nbd_open(uri) for _ in range(3)]
 for h in hs:
-    h.connect_uri(uri)
     assert h.can_flush() and h.can_fua() and h.can_multi_conn(), uri
     assert h.can_zero() and h.can_trim() and not h.is_read_only()
 hs[0].pwrite(b"\x11" * 4096, 0, nbd.CMD_FLAG_FUA)
@@ -158,10 +150,10 @@ fi
 sum_a=$(sha "$tmp/a.img") sum_b=$(sha "$tmp/b.img")
 start_nbdkit ro -r "$PLUGIN" disk=sda:"$tmp/a.img" disk=sdb:"$tmp/b.img"
 $PY - "$(nbd_uri sda)" "$(nbd_uri sdb)" <<'EOF'
-import sys, nbd
-for uri in sys.argv[1:]:
-    h = nbd.NBD()
-    h.connect_uri(uri)
+import nbd
+from testlib import *
+for uri in script_args(str, str):
+    h = nbd_open(uri)
     assert h.is_read_only(), uri
     for op in (lambda: h.pwrite(b"x" * 512, 0),
                lambda: h.zero(512, 0),

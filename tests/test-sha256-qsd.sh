@@ -46,15 +46,14 @@ start_nbdkit o --filter="$FILTER" file "$tmp/o.img" node-name=d0 \
 osock=$sock
 
 $PY - "$tmp" "$osock" $S <<'EOF'
-import sys
+import hashlib
 from ckpt_model import *
 
-tmp, osock, S = sys.argv[1:4]
-S = int(S)
+tmp, osock, S = script_args(str, str, int)
 # QEMU's monitor serves one client at a time: one connection each.
 q = connect(tmp + "/qsd.qmp")
 o = connect(tmp + "/o.qmp")
-Q_URI = "nbd+unix:///d0?socket=%s/qsd.sock" % tmp
+Q_URI = uri(tmp + "/qsd.sock", "d0")
 O_URI = uri(osock)
 count_mismatches = []
 steps = 0

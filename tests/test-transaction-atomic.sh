@@ -29,11 +29,10 @@ start_nbdkit q --filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/a.img" \
              disk=sdb:"$tmp/b.img" qmp="$tmp/q.qmp" state="$tmp/state"
 
 $PY - "$tmp" "$sock" <<'EOF'
-import sys, threading, time
-import nbd
-from ckpt_model import *
+import hashlib, threading, time
+from testlib import *
 
-tmp, nsock = sys.argv[1:3]
+tmp, nsock = script_args(str, str)
 SIZE = 4 << 30
 DISKS = ("sda", "sdb")
 BASES = (0, 32768)              # chunk ranges of the two writers
@@ -49,9 +48,7 @@ class Writer(threading.Thread):
         self.w = w
         self.h = {}
         for d in DISKS:
-            h = nbd.NBD()
-            h.connect_uri(uri(nsock, d))
-            self.h[d] = h
+            self.h[d] = nbd_open(uri(nsock, d))
         self.started = first    # writes issued
         self.completed = first  # writes acknowledged
         self.limit = first + BUDGET
@@ -268,8 +265,7 @@ def _():
     exports = {e["node"]: e["export"] for e in r["exports"]}
     hs = {}
     for d in DISKS:
-        hs[d] = nbd.NBD()
-        hs[d].connect_uri(uri(nsock, exports[d]))
+        hs[d] = nbd_open(uri(nsock, exports[d]))
     # In the frozen exports, writer w's write i is there iff i < N_w.
     for w in (0, 1):
         lo, hi = win[w]

@@ -31,11 +31,10 @@ start_nbdkit q --filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/a.img" \
              disk=sdb:"$tmp/b.img" qmp="$tmp/q.qmp" state="$tmp/state"
 
 $PY - "$tmp" "$sock" $SA $SB <<'EOF'
-import sys
 from ckpt_model import *
 
-tmp, nsock, SA, SB = sys.argv[1:5]
-SIZES = {"sda": int(SA), "sdb": int(SB)}
+tmp, nsock, SA, SB = script_args(str, str, int, int)
+SIZES = {"sda": SA, "sdb": SB}
 m = connect(tmp + "/q.qmp")
 N = {n: Node(n, s) for n, s in SIZES.items()}
 
@@ -127,11 +126,8 @@ def _():
 
 @section("backup-begin in a transaction is rolled back too")
 def _():
-    import subprocess
     def exports():
-        out = subprocess.check_output(["nbdinfo", "--list", "--json",
-                                       "nbd+unix://?socket=" + nsock])
-        return sorted(e["export-name"] for e in json.loads(out)["exports"])
+        return sorted(nbd_exports(nsock))
     ex = exports()
     bk = A("backup-begin", id="tb", incremental="k1")
     refused(EVERYTHING + [bk, A("abort")],

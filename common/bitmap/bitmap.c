@@ -749,6 +749,18 @@ bitmap_find (const struct bitmap *bm, uint64_t offset, bool dirty,
   return true;
 }
 
+uint64_t
+bitmap_run_end (const struct bitmap *bm, uint64_t offset, uint64_t limit)
+{
+  uint64_t found;
+
+  if (bm == NULL ||
+      !bitmap_find (bm, offset, !bitmap_test (bm, offset), &found) ||
+      found > limit)
+    return limit;
+  return found;
+}
+
 /* After shrinking: clear the bits past the new last chunk that the
  * kept pages still hold.
  */

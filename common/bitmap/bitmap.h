@@ -92,6 +92,12 @@ extern uint64_t bitmap_count_bytes (const struct bitmap *bm);
 extern bool bitmap_find (const struct bitmap *bm, uint64_t offset,
                          bool dirty, uint64_t *found);
 
+/* The end of the run of chunks from OFFSET that are all in the state
+ * of OFFSET's own chunk, capped at LIMIT (also when BM is NULL).
+ */
+extern uint64_t bitmap_run_end (const struct bitmap *bm, uint64_t offset,
+                                uint64_t limit);
+
 /* Grow or shrink to NEW_SIZE bytes.  New chunks are clean; chunks past
  * the new size are dropped.  Exclusive access.  -1 (ENOMEM) on error.
  */

@@ -642,6 +642,12 @@ test_find_walk (void)
     CHECK (bitmap_find (bm, 101 * g, true, &found) && found == 32800 * g);
     CHECK (bitmap_find (bm, size - 1, false, &found) && found == size - 1);
     CHECK (!bitmap_find (bm, size, false, &found));
+    /* Runs: from inside a chunk to the next edge, capped by the limit. */
+    CHECK (bitmap_run_end (bm, 3, size) == 10 * g);
+    CHECK (bitmap_run_end (bm, 10 * g + 1, size) == 100 * g);
+    CHECK (bitmap_run_end (bm, 10 * g, 20 * g) == 20 * g);
+    CHECK (bitmap_run_end (bm, 32801 * g, size) == size);
+    CHECK (bitmap_run_end (NULL, 5, 77) == 77);
     /* The same answers from the compact form. */
     TRY (bitmap_compact (bm));
   }

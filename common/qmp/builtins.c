@@ -39,6 +39,7 @@ quit (json_t *args, struct qmp_error *err)
   nbdkit_debug ("qmp: quit");
   __atomic_store_n (&qmp_shutting_down, true, __ATOMIC_SEQ_CST);
   nbdkit_shutdown ();
+  qmp_run_quit_hooks ();
   return json_object ();
 }
 

@@ -12,5 +12,9 @@ extern json_t *qmp_event_new (const char *name, json_t *data);
 extern void qmp_register_builtins (void);
 /* Set by quit: refuse further commands and clients. */
 extern bool qmp_shutting_down;
+/* For quit: this component's qmp_on_quit function, then the adopted
+ * peer's.
+ */
+extern void qmp_run_quit_hooks (void);
 
 #endif /* NC_QMP_INTERNAL_H */

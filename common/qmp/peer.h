@@ -25,8 +25,8 @@
 
 #include "qmp.h"
 
-#define QMP_PEER_VERSION 1
-#define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v1"
+#define QMP_PEER_VERSION 2
+#define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v2"
 
 /* Lent by the host to its peer. */
 struct qmp_host {
@@ -46,7 +46,11 @@ struct qmp_node_hooks {
    */
   bool (*added) (const char *node, uint64_t size, char **why);
   void (*removed) (const char *node);
-  /* May NODE be resized?  Then it was: grow its bitmaps. */
+  /* May NODE be resized?  Then resized gives its bitmaps the new
+   * size: before the disk grows (so that they cover every byte a
+   * connection can see; called again with the old size if growing
+   * fails), after it shrinks.
+   */
   bool (*may_resize) (const char *node, uint64_t size, char **why);
   void (*resized) (const char *node, uint64_t size);
 };
@@ -69,6 +73,10 @@ struct qmp_peer {
   const struct qmp_command_set *commands;
   void (*attach) (const struct qmp_host *host);
   const struct qmp_disk_services *disks;  /* the plugin's; else NULL */
+  /* The host's quit command ran: nbdkit is shutting down (see
+   * qmp_on_quit).  May be NULL.
+   */
+  void (*quit) (void);
 };
 
 /* Find the other component's table; NULL when it is not loaded (stock
@@ -80,6 +88,8 @@ extern const struct qmp_peer *qmp_find_peer (const char *symbol);
  * takes the host's event sender and lock.
  */
 extern void qmp_attach (const struct qmp_host *host);
+/* Runs this component's qmp_on_quit function, for the table's quit. */
+extern void qmp_component_quit (void);
 /* Has a host attached this component (its commands will be served)? */
 extern bool qmp_attached (void);
 

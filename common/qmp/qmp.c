@@ -13,29 +13,6 @@
 #include "internal.h"
 #include "server.h"
 
-void
-qmp_error_set (struct qmp_error *err, const char *class,
-               const char *fmt, ...)
-{
-  va_list ap;
-
-  if (err->class)               /* keep the first error */
-    return;
-  err->class = class;
-  va_start (ap, fmt);
-  if (vasprintf (&err->desc, fmt, ap) == -1)
-    err->desc = NULL;
-  va_end (ap);
-}
-
-void
-qmp_error_clear (struct qmp_error *err)
-{
-  free (err->desc);
-  err->desc = NULL;
-  err->class = NULL;
-}
-
 static const char *
 type_name (enum qmp_type type)
 {
@@ -247,6 +224,30 @@ qmp_emit_event (const char *name, json_t *data)
   (lent_host ? lent_host : &local_host)->emit_event (name, data);
 }
 
+static void (*quit_hook) (void);
+static const struct qmp_peer *adopted_peer;
+
+void
+qmp_on_quit (void (*fn) (void))
+{
+  quit_hook = fn;
+}
+
+void
+qmp_component_quit (void)
+{
+  if (quit_hook)
+    quit_hook ();
+}
+
+void
+qmp_run_quit_hooks (void)
+{
+  qmp_component_quit ();
+  if (adopted_peer && adopted_peer->quit)
+    adopted_peer->quit ();
+}
+
 const struct qmp_peer *
 qmp_server_adopt_peer (const char *symbol)
 {
@@ -254,6 +255,7 @@ qmp_server_adopt_peer (const char *symbol)
 
   if (peer == NULL)
     return NULL;
+  adopted_peer = peer;
   if (peer->commands)
     qmp_register_commands (peer->commands);
   if (peer->attach)

@@ -106,4 +106,13 @@ extern void qmp_emit_event (const char *name, json_t *data);
 extern void qmp_lock (void);
 extern void qmp_unlock (void);
 
+/* FN runs when quit has started nbdkit's shutdown, in the monitor
+ * thread with the monitor lock held, whichever component hosts the
+ * monitor (the host's quit calls its own FN and its peer's).  nbdkit
+ * waits for every NBD connection to end before .cleanup, so this is
+ * where a component drops connections that it holds itself.  FN must
+ * not block.
+ */
+extern void qmp_on_quit (void (*fn) (void));
+
 #endif /* NC_QMP_H */

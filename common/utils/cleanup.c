@@ -18,11 +18,3 @@ cleanup_mutex_unlock (pthread_mutex_t **ptr)
   assert (r == 0);
   (void) r;
 }
-
-void
-cleanup_rwlock_unlock (pthread_rwlock_t **ptr)
-{
-  int r = pthread_rwlock_unlock (*ptr);
-  assert (r == 0);
-  (void) r;
-}

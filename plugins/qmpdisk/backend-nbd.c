@@ -7,7 +7,14 @@
 #include <stdint.h>
 #include <string.h>
 #include <errno.h>
+#include <dirent.h>
+#include <poll.h>
+#include <time.h>
+#include <unistd.h>
 #include <pthread.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 
 #include <libnbd.h>
 
@@ -17,6 +24,7 @@
 #include "cleanup.h"
 #include "rounding.h"
 #include "backend.h"
+#include "shutdown.h"
 
 /* Requests are split to this size unless the server asks for less:
  * the NBD protocol promises nothing larger, and qemu-nbd refuses it.
@@ -27,6 +35,7 @@ struct nbd_backend {
   struct backend b;             /* must be first */
   char *uri;
   struct nbd_handle *nbd;
+  int fd;                       /* nbd's socket, for disconnect; or -1 */
   pthread_mutex_t lock;         /* serialises all calls on nbd */
   bool fua, zero, fast_zero, meta;
   uint32_t max_request;
@@ -241,6 +250,19 @@ remote_resize (struct backend *b, uint64_t size, char **errmsg)
   return -1;
 }
 
+/* shutdown(2) leaves the descriptor to libnbd: any call blocked on
+ * it returns, the server sees the end of the connection, and nbd_close
+ * frees it all later.
+ */
+static void
+remote_disconnect (struct backend *b)
+{
+  struct nbd_backend *n = (struct nbd_backend *) b;
+
+  if (n->fd >= 0 && shutdown (n->fd, SHUT_RDWR) == -1 && errno != ENOTCONN)
+    nbdkit_debug ("%s: shutdown: %m", n->uri);
+}
+
 static void
 remote_close (struct backend *b)
 {
@@ -265,6 +287,7 @@ static const struct backend_ops remote_ops = {
   .cache = remote_cache,
   .open_rw = remote_open_rw,
   .resize = remote_resize,
+  .disconnect = remote_disconnect,
   .close = remote_close,
 };
 
@@ -327,6 +350,179 @@ get_capabilities (struct nbd_backend *n, bool readonly, char **errmsg)
   return 0;
 }
 
+/* Longest wait for a server to connect and finish the handshake. */
+static unsigned connect_timeout = NBD_CONNECT_TIMEOUT_DEFAULT;
+
+void
+nbd_backend_set_timeout (unsigned seconds)
+{
+  connect_timeout = seconds;
+}
+
+static int64_t
+now_ms (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* nbd_connect_uri, but giving up after connect_timeout or when nbdkit
+ * starts shutting down: libnbd 1.14 would wait for ever on a server
+ * that accepts and never speaks.  (A host name is still resolved
+ * before the clock starts: libnbd calls getaddrinfo synchronously.)
+ */
+static int
+connect_bounded (struct nbd_backend *n, char **errmsg)
+{
+  int64_t deadline = now_ms () + (int64_t) connect_timeout * 1000;
+  int stop_fd = shutdown_fd ();
+
+  if (nbd_aio_connect_uri (n->nbd, n->uri) == -1)
+    goto libnbd_error;
+  while (nbd_aio_is_connecting (n->nbd) == 1 ||
+         nbd_aio_is_created (n->nbd) == 1) {
+    unsigned dir = nbd_aio_get_direction (n->nbd);
+    struct pollfd fds[2] = {
+      { .fd = nbd_aio_get_fd (n->nbd) },
+      { .fd = stop_fd, .events = POLLIN },
+    };
+    int64_t left = deadline - now_ms ();
+    int r;
+
+    if (left <= 0) {
+      set_errmsg (errmsg, "Could not open '%s': the NBD server did not "
+                  "complete the handshake within %u s (connect-timeout)",
+                  n->uri, connect_timeout);
+      return -1;
+    }
+    if (fds[0].fd == -1)
+      goto libnbd_error;
+    if (dir & LIBNBD_AIO_DIRECTION_READ)
+      fds[0].events |= POLLIN;
+    if (dir & LIBNBD_AIO_DIRECTION_WRITE)
+      fds[0].events |= POLLOUT;
+    r = poll (fds, 2, left > 1000 ? 1000 : (int) left);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1) {
+      set_errmsg (errmsg, "Could not open '%s': poll: %s",
+                  n->uri, strerror (errno));
+      return -1;
+    }
+    if (fds[1].revents & POLLIN) {
+      set_errmsg (errmsg, "Could not open '%s': nbdkit is shutting down",
+                  n->uri);
+      return -1;
+    }
+    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) &&
+        (dir & LIBNBD_AIO_DIRECTION_READ)) {
+      if (nbd_aio_notify_read (n->nbd) == -1)
+        goto libnbd_error;
+    }
+    else if (fds[0].revents & (POLLOUT | POLLHUP | POLLERR)) {
+      if (nbd_aio_notify_write (n->nbd) == -1)
+        goto libnbd_error;
+    }
+  }
+  if (nbd_aio_is_ready (n->nbd) == 1)
+    return 0;
+
+ libnbd_error:
+  set_errmsg (errmsg, "Could not open '%s': %s", n->uri, last_error ());
+  return -1;
+}
+
+/* Our pid before nbdkit forks into the background: a Unix socket
+ * reports the pid of the process that called listen, and nbdkit
+ * listens before it forks.
+ */
+static pid_t startup_pid;
+
+void
+nbd_backend_init (void)
+{
+  startup_pid = getpid ();
+}
+
+static bool
+same_inet_address (const struct sockaddr_storage *a,
+                   const struct sockaddr_storage *b)
+{
+  if (a->ss_family != b->ss_family)
+    return false;
+  if (a->ss_family == AF_INET) {
+    const struct sockaddr_in *x = (const void *) a, *y = (const void *) b;
+    return x->sin_port == y->sin_port &&
+      x->sin_addr.s_addr == y->sin_addr.s_addr;
+  }
+  if (a->ss_family == AF_INET6) {
+    const struct sockaddr_in6 *x = (const void *) a, *y = (const void *) b;
+    return x->sin6_port == y->sin6_port &&
+      memcmp (&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+  }
+  return false;
+}
+
+/* Is there a socket in this process whose two ends are FD's swapped,
+ * i.e. the one our own server accepted for FD?
+ */
+static bool
+other_end_is_ours (int fd, const struct sockaddr_storage *local,
+                   const struct sockaddr_storage *peer)
+{
+  DIR *dir = opendir ("/proc/self/fd");
+  struct dirent *e;
+  bool found = false;
+
+  if (dir == NULL) {
+    nbdkit_debug ("qmpdisk: /proc/self/fd: %m: cannot check for a loop");
+    return false;
+  }
+  while (!found && (e = readdir (dir)) != NULL) {
+    struct sockaddr_storage l, p;
+    socklen_t ll = sizeof l, pl = sizeof p;
+    int other = atoi (e->d_name);
+
+    if (e->d_name[0] < '0' || e->d_name[0] > '9' || other == fd)
+      continue;
+    if (getsockname (other, (struct sockaddr *) &l, &ll) == 0 &&
+        getpeername (other, (struct sockaddr *) &p, &pl) == 0 &&
+        same_inet_address (&l, peer) && same_inet_address (&p, local))
+      found = true;
+  }
+  closedir (dir);
+  return found;
+}
+
+/* Does the connection on FD lead back to this nbdkit?  Unix sockets:
+ * the listening process's pid (SO_PEERCRED).  TCP: our own server has
+ * the other end (after the handshake it has accepted it).  A loop
+ * through another server or proxy cannot be seen from here.
+ */
+static bool
+is_loopback (int fd)
+{
+  struct sockaddr_storage local, peer;
+  socklen_t ll = sizeof local, pl = sizeof peer;
+
+  if (getsockname (fd, (struct sockaddr *) &local, &ll) == -1 ||
+      getpeername (fd, (struct sockaddr *) &peer, &pl) == -1)
+    return false;
+  if (local.ss_family == AF_UNIX) {
+    struct ucred cred;
+    socklen_t cl = sizeof cred;
+
+    if (getsockopt (fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) == -1)
+      return false;
+    return cred.pid == getpid () || cred.pid == startup_pid;
+  }
+  if (local.ss_family == AF_INET || local.ss_family == AF_INET6)
+    return other_end_is_ours (fd, &local, &peer);
+  return false;
+}
+
 struct backend *
 nbd_backend_open (const char *uri, bool readonly, char **errmsg)
 {
@@ -339,13 +535,24 @@ nbd_backend_open (const char *uri, bool readonly, char **errmsg)
     return NULL;
   }
   n->b.ops = &remote_ops;
+  n->fd = -1;
   pthread_mutex_init (&n->lock, NULL);
 
   n->nbd = nbd_create ();
   if (n->nbd == NULL ||
-      nbd_add_meta_context (n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
-      nbd_connect_uri (n->nbd, uri) == -1) {
+      nbd_add_meta_context (n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1) {
     set_errmsg (errmsg, "Could not open '%s': %s", uri, last_error ());
+    remote_close (&n->b);
+    return NULL;
+  }
+  if (connect_bounded (n, errmsg) == -1) {
+    remote_close (&n->b);
+    return NULL;
+  }
+  n->fd = nbd_aio_get_fd (n->nbd);
+  if (n->fd >= 0 && is_loopback (n->fd)) {
+    set_errmsg (errmsg, "Could not open '%s': it is this nbdkit's own "
+                "NBD server; a node cannot be served from itself", uri);
     remote_close (&n->b);
     return NULL;
   }

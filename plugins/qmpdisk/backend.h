@@ -42,6 +42,11 @@ struct backend_ops {
    */
   int (*open_rw) (struct backend *b, char **errmsg);
   int (*resize) (struct backend *b, uint64_t size, char **errmsg);
+  /* Optional: cut a network connection now, without waiting and
+   * without freeing anything (operations fail from then on); close
+   * still follows.  Async with the data operations.
+   */
+  void (*disconnect) (struct backend *b);
   void (*close) (struct backend *b);
 };
 
@@ -65,7 +70,13 @@ extern struct backend *file_backend_open (const char *path,
                                           bool readonly, bool defer_rw,
                                           char **errmsg);
 
-/* Connects to an NBD URI with libnbd. */
+/* Connects to an NBD URI with libnbd; refuses this nbdkit's own
+ * server.  nbd_backend_init records our pid before nbdkit forks.
+ */
+extern void nbd_backend_init (void);
+/* Connecting and the handshake must finish within this (seconds). */
+#define NBD_CONNECT_TIMEOUT_DEFAULT 10
+extern void nbd_backend_set_timeout (unsigned seconds);
 extern struct backend *nbd_backend_open (const char *uri, bool readonly,
                                          char **errmsg);
 

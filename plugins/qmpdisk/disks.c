@@ -26,13 +26,14 @@ struct disk {
   bool readonly;
   struct backend *b;
   unsigned refs;                /* disks_lock */
-  unsigned open_count;          /* written under disks_lock, read atomically */
+  unsigned open_count;          /* disks_lock */
   uint64_t size;                /* written under disks_lock, read atomically */
 };
 
 /* See "Locking" in disks.h. */
 static pthread_mutex_t disks_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct disk *disks;      /* in order of addition */
+static bool shutting_down;      /* disks_disconnect_remote was called */
 
 void
 set_errmsg (char **errmsg, const char *fs, ...)
@@ -160,6 +161,10 @@ insert_disk (struct disk *d, char **errmsg)
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
   struct disk **pp;
 
+  if (shutting_down) {
+    set_errmsg (errmsg, "nbdkit is shutting down");
+    return -1;
+  }
   if (check_unique_locked (d->node, errmsg) == -1)
     return -1;
   for (pp = &disks; *pp; pp = &(*pp)->next)
@@ -168,20 +173,20 @@ insert_disk (struct disk *d, char **errmsg)
   return 0;
 }
 
-static int
-add_disk (const char *node, const char *driver, const char *target,
-          bool readonly, bool defer_rw, char **errmsg)
+static struct disk *
+prepare_disk (const char *node, const char *driver, const char *target,
+              bool readonly, bool defer_rw, char **errmsg)
 {
   struct disk *d;
 
   if (check_node_name (node, errmsg) == -1)
-    return -1;
+    return NULL;
 
   /* Checked before opening too: opening an NBD URI can be slow. */
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
     if (check_unique_locked (node, errmsg) == -1)
-      return -1;
+      return NULL;
   }
 
   d = calloc (1, sizeof *d);
@@ -189,25 +194,37 @@ add_disk (const char *node, const char *driver, const char *target,
       (d->path = strdup (target)) == NULL) {
     set_errmsg (errmsg, "%s", strerror (errno));
     free_unlisted (d);
-    return -1;
+    return NULL;
   }
   d->b = open_backend (driver, target, readonly, defer_rw, errmsg);
   if (d->b == NULL) {
     free_unlisted (d);
-    return -1;
+    return NULL;
   }
   d->readonly = readonly;
   d->size = d->b->size;
   d->refs = 1;
+  return d;
+}
 
+struct disk *
+disks_prepare (const char *node, const char *driver, const char *target,
+               bool readonly, char **errmsg)
+{
+  return prepare_disk (node, driver, target, readonly, false, errmsg);
+}
+
+int
+disks_insert (struct disk *d, char **errmsg)
+{
   if (insert_disk (d, errmsg) == -1) {
     d->b->ops->close (d->b);
     free_unlisted (d);
     return -1;
   }
   nbdkit_debug ("qmpdisk: added disk %s (%s%s): %s, %" PRIu64 " bytes",
-                node, d->b->driver, readonly ? ", read-only" : "", target,
-                d->size);
+                d->node, d->b->driver, d->readonly ? ", read-only" : "",
+                d->path, d->size);
   return 0;
 }
 
@@ -215,13 +232,19 @@ int
 disks_add (const char *node, const char *driver, const char *target,
            bool readonly, char **errmsg)
 {
-  return add_disk (node, driver, target, readonly, false, errmsg);
+  struct disk *d = prepare_disk (node, driver, target, readonly, false,
+                                 errmsg);
+
+  return d ? disks_insert (d, errmsg) : -1;
 }
 
 int
 disks_add_from_cmdline (const char *node, const char *path, char **errmsg)
 {
-  return add_disk (node, "file", path, server_readonly (), true, errmsg);
+  struct disk *d = prepare_disk (node, "file", path, server_readonly (),
+                                 true, errmsg);
+
+  return d ? disks_insert (d, errmsg) : -1;
 }
 
 int
@@ -258,6 +281,7 @@ disks_resize (const char *node, uint64_t size, char **errmsg)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
   struct disk *d = find_locked (node, false);
+  uint64_t old;
 
   if (d == NULL) {
     set_errmsg (errmsg, "Cannot find device='' nor node-name='%s'", node);
@@ -274,14 +298,25 @@ disks_resize (const char *node, uint64_t size, char **errmsg)
     set_errmsg (errmsg, "Block node is read-only");
     return -1;
   }
+  /* An open connection keeps the size it saw when it connected, so it
+   * could write past the new end, where no bitmap records anything.
+   * Connections open only under disks_lock, so none can slip in.
+   */
+  if (size < d->size && d->open_count > 0) {
+    set_errmsg (errmsg, "Cannot shrink node '%s' while it has %u open "
+                "connection%s (growing is allowed)", node, d->open_count,
+                d->open_count == 1 ? "" : "s");
+    return -1;
+  }
 
   /* Under disks_lock so that concurrent resizes of one disk cannot
-   * store their sizes out of order.
+   * store their sizes out of order, and no connection opens meanwhile.
    */
+  old = d->size;
   if (d->b->ops->resize (d->b, size, errmsg) == -1)
     return -1;
   nbdkit_debug ("qmpdisk: resized disk %s from %" PRIu64 " to %" PRIu64,
-                node, d->size, size);
+                node, old, size);
   __atomic_store_n (&d->size, size, __ATOMIC_RELEASE);
   return 0;
 }
@@ -337,6 +372,21 @@ disks_count (void)
 }
 
 void
+disks_disconnect_remote (void)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
+  struct disk *d;
+
+  shutting_down = true;
+  for (d = disks; d; d = d->next)
+    if (d->b->ops->disconnect) {
+      nbdkit_debug ("qmpdisk: disconnecting disk %s from %s",
+                    d->node, d->path);
+      d->b->ops->disconnect (d->b);
+    }
+}
+
+void
 disks_cleanup (void)
 {
   struct disk *d, *next;
@@ -388,7 +438,7 @@ disks_open (const char *name, bool *readonly)
     empty = disks == NULL;
     if (d) {
       d->refs++;
-      __atomic_store_n (&d->open_count, d->open_count + 1, __ATOMIC_RELEASE);
+      d->open_count++;
     }
   }
   if (d == NULL) {
@@ -415,7 +465,7 @@ disks_close (struct disk *d)
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
     assert (d->open_count > 0);
-    __atomic_store_n (&d->open_count, d->open_count - 1, __ATOMIC_RELEASE);
+    d->open_count--;
   }
   disks_put (d);
 }
@@ -448,12 +498,6 @@ uint64_t
 disk_size (const struct disk *d)
 {
   return __atomic_load_n (&d->size, __ATOMIC_ACQUIRE);
-}
-
-unsigned
-disk_open_count (const struct disk *d)
-{
-  return __atomic_load_n (&d->open_count, __ATOMIC_ACQUIRE);
 }
 
 struct backend *

@@ -48,6 +48,18 @@ struct disk;
 extern int disks_add (const char *node, const char *driver,
                       const char *target, bool readonly, char **errmsg);
 
+/* disks_add in two steps, so that the slow one (connecting to an NBD
+ * server) can run without the caller's locks: disks_prepare checks
+ * the name and opens the target, returning a disk that nobody can
+ * find yet; disks_insert lists it, unless the name was taken
+ * meanwhile or nbdkit is shutting down, in which case it closes and
+ * frees the disk and fails.
+ */
+extern struct disk *disks_prepare (const char *node, const char *driver,
+                                   const char *target, bool readonly,
+                                   char **errmsg);
+extern int disks_insert (struct disk *d, char **errmsg);
+
 /* Adds a file or block device given by disk=NODE:PATH.  PATH is opened
  * for writing only when the first writable connection opens the disk,
  * so that "nbdkit -r" never opens it for writing.
@@ -61,8 +73,11 @@ extern int disks_add_from_cmdline (const char *node, const char *path,
 extern int disks_remove (const char *node, char **errmsg);
 
 /* Changes a disk's size (ftruncate for files).  Block devices, NBD
- * disks and read-only disks accept only their current size.
- * Connections opened afterwards see the new size.
+ * disks and read-only disks accept only their current size.  A disk
+ * with open connections may grow but not shrink: those connections
+ * keep the size they saw, and the data path refuses requests past
+ * the current size anyway.  Connections opened afterwards see the
+ * new size.
  */
 extern int disks_resize (const char *node, uint64_t size, char **errmsg);
 
@@ -80,11 +95,17 @@ extern void disks_foreach (void (*fn) (struct disk *d, void *opaque),
 
 extern size_t disks_count (void);
 
+/* nbdkit is shutting down: cut the connections of nbd disks (so
+ * that a server holding a connection to us can finish too) and
+ * refuse further disks.
+ */
+extern void disks_disconnect_remote (void);
+
 /* Drops the registry's references to all disks. */
 extern void disks_cleanup (void);
 
 /* For NBD connections: like disks_get, but also counts the connection
- * (see disk_open_count) and, unless *readonly, makes the backend
+ * (which blocks disks_remove and shrinking) and, unless *readonly, makes the backend
  * writable; if the target may not be written (EACCES, EPERM, EROFS)
  * the connection is made read-only by setting *readonly instead.
  * Errors go to nbdkit_error.  disks_close undoes it.
@@ -98,7 +119,6 @@ extern const char *disk_path (const struct disk *d);   /* path or URI */
 extern const char *disk_driver (const struct disk *d); /* actual kind */
 extern bool disk_readonly (const struct disk *d);
 extern uint64_t disk_size (const struct disk *d);
-extern unsigned disk_open_count (const struct disk *d);
 extern struct backend *disk_backend (const struct disk *d);
 
 #endif /* QMPDISK_DISKS_H */

@@ -13,6 +13,7 @@
 #include "server.h"
 #include "disks.h"
 #include "monitor.h"
+#include "shutdown.h"
 
 static char *qmp_path;
 static const struct qmp_node_hooks *hooks;   /* the filter's, if any */
@@ -115,6 +116,7 @@ blockdev_add (json_t *args, struct qmp_error *err)
   const char *node = qmp_arg_str (args, "node-name", NULL);
   bool readonly = qmp_arg_bool (args, "read-only", false);
   CLEANUP_FREE char *target = NULL, *errmsg = NULL, *why = NULL;
+  struct disk *d;
 
   if (strcmp (driver, "nbd") == 0) {
     if (!json_object_get (args, "server")) {
@@ -137,13 +139,27 @@ blockdev_add (json_t *args, struct qmp_error *err)
     qmp_error (err, "Parameter 'driver' does not accept value '%s'", driver);
     return NULL;
   }
-  if (disks_add (node, driver, target, readonly, &errmsg) == -1) {
+  if (target == NULL) {
+    qmp_error (err, "out of memory");
+    return NULL;
+  }
+
+  /* Opening can take long (an NBD server, a hung file system): not
+   * under the monitor lock, so that other clients are served
+   * meanwhile.  disks_insert checks the name again.
+   */
+  qmp_unlock ();
+  d = disks_prepare (node, driver, target, readonly, &errmsg);
+  qmp_lock ();
+  if (d == NULL || disks_insert (d, &errmsg) == -1) {
     qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
     return NULL;
   }
   if (hooks) {
-    struct disk *d = disks_get (node);
-    bool ok = hooks->added (node, disk_size (d), &why);
+    bool ok;
+
+    d = disks_get (node);
+    ok = hooks->added (node, disk_size (d), &why);
     disks_put (d);
     if (!ok) {
       disks_remove (node, NULL);
@@ -189,6 +205,8 @@ block_resize (json_t *args, struct qmp_error *err)
   int64_t size = qmp_arg_int (args, "size", 0);
   CLEANUP_FREE char *errmsg = NULL, *why = NULL;
   struct disk *d;
+  uint64_t old;
+  bool grow;
 
   if (node == NULL) {
     qmp_error (err, "Either device or node-name must be set");
@@ -199,16 +217,26 @@ block_resize (json_t *args, struct qmp_error *err)
     qmp_error (err, "Cannot find device='%s' nor node-name='%s'", node, node);
     return NULL;
   }
+  old = disk_size (d);
   disks_put (d);
   if (hooks && !hooks->may_resize (node, size, &why)) {
     qmp_error (err, "%s", why ? why : "Node is in use");
     return NULL;
   }
+  /* The bitmaps must cover every byte a connection can see: they grow
+   * before the disk does, and shrink after it (which disks_resize
+   * refuses while connections are open).
+   */
+  grow = (uint64_t) size > old;
+  if (hooks && grow)
+    hooks->resized (node, size);
   if (disks_resize (node, size, &errmsg) == -1) {
+    if (hooks && grow)
+      hooks->resized (node, old);
     qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
     return NULL;
   }
-  if (hooks)
+  if (hooks && !grow)
     hooks->resized (node, size);
   return json_object ();
 }
@@ -254,6 +282,7 @@ void
 monitor_register (void)
 {
   qmp_register_commands (&command_set);
+  qmp_on_quit (shutdown_begin);
 }
 
 /* Services for the checkpoint filter (see common/qmp/peer.h). */
@@ -297,11 +326,12 @@ static const struct qmp_disk_services disk_services = {
 };
 
 __attribute__ ((visibility ("default")))
-const struct qmp_peer qmpdisk_peer_v1 = {
+const struct qmp_peer qmpdisk_peer_v2 = {
   .version = QMP_PEER_VERSION,
   .commands = &command_set,
   .attach = qmp_attach,
   .disks = &disk_services,
+  .quit = qmp_component_quit,
 };
 
 int

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
+#include <inttypes.h>
 #include <string.h>
 #include <errno.h>
 
@@ -16,10 +17,12 @@
 #include <nbdkit-plugin.h>
 
 #include "cleanup.h"
+#include "backend.h"
 #include "monitor.h"
 #include "server.h"
 #include "disks.h"
 #include "qmpdisk.h"
+#include "shutdown.h"
 
 /* Export name for the next .open in this thread (see qmpdisk.h). */
 static __thread const char *open_export;
@@ -66,12 +69,29 @@ add_disk_param (const char *value)
 }
 
 static int
+set_connect_timeout (const char *value)
+{
+  unsigned t;
+
+  if (nbdkit_parse_unsigned ("connect-timeout", value, &t) == -1)
+    return -1;
+  if (t < 1 || t > 86400) {
+    nbdkit_error ("connect-timeout=%s: expected 1 to 86400 seconds", value);
+    return -1;
+  }
+  nbd_backend_set_timeout (t);
+  return 0;
+}
+
+static int
 qmpdisk_config (const char *key, const char *value)
 {
   int r;
 
   if (strcmp (key, "disk") == 0)
     return add_disk_param (value);
+  if (strcmp (key, "connect-timeout") == 0)
+    return set_connect_timeout (value);
   if (monitor_config (key, value, &r))
     return r;
 
@@ -88,13 +108,16 @@ qmpdisk_config_complete (void)
                   "(or a monitor, qmp=PATH, to add them later)");
     return -1;
   }
+  nbd_backend_init ();
   monitor_register ();
   return 0;
 }
 
 #define qmpdisk_config_help \
   "disk=NODE:PATH       (repeatable) Serve PATH as export NODE.\n" \
-  QMP_SERVER_CONFIG_HELP
+  QMP_SERVER_CONFIG_HELP "\n" \
+  "connect-timeout=SECONDS  Limit for connecting to the NBD server of\n" \
+  "                     an nbd node (default 10)."
 
 static int
 qmpdisk_get_ready (void)
@@ -105,6 +128,8 @@ qmpdisk_get_ready (void)
 static int
 qmpdisk_after_fork (void)
 {
+  if (shutdown_watch_start () == -1)
+    return -1;
   return monitor_after_fork ();
 }
 
@@ -112,6 +137,7 @@ static void
 qmpdisk_cleanup (void)
 {
   monitor_cleanup ();
+  shutdown_watch_stop ();
   disks_cleanup ();
 }
 
@@ -307,12 +333,34 @@ qmpdisk_pread (void *handle, void *buf, uint32_t count, uint64_t offset,
   return h->b->ops->pread (h->b, buf, count, offset);
 }
 
+/* A write past the disk's current size would grow a file behind the
+ * back of the bitmaps (which follow the disk's size): refuse it, even
+ * if the connection saw a larger size.  disks_resize refuses to
+ * shrink a disk with open connections, so this is a second line.
+ */
+static int
+check_range (struct handle *h, const char *op, uint32_t count,
+             uint64_t offset, int err)
+{
+  uint64_t size = disk_size (h->disk);
+
+  if (offset <= size && count <= size - offset)
+    return 0;
+  nbdkit_error ("%s: %s of %" PRIu32 " bytes at offset %" PRIu64
+                " is past the end of the disk (%" PRIu64 " bytes)",
+                disk_node (h->disk), op, count, offset, size);
+  nbdkit_set_error (err);
+  return -1;
+}
+
 static int
 qmpdisk_pwrite (void *handle, const void *buf, uint32_t count,
                 uint64_t offset, uint32_t flags)
 {
   struct handle *h = handle;
 
+  if (check_range (h, "write", count, offset, ENOSPC) == -1)
+    return -1;
   return h->b->ops->pwrite (h->b, buf, count, offset, flags);
 }
 
@@ -321,6 +369,8 @@ qmpdisk_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct handle *h = handle;
 
+  if (check_range (h, "zero", count, offset, ENOSPC) == -1)
+    return -1;
   return h->b->ops->zero (h->b, count, offset, flags);
 }
 
@@ -329,6 +379,8 @@ qmpdisk_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
   struct handle *h = handle;
 
+  if (check_range (h, "trim", count, offset, EINVAL) == -1)
+    return -1;
   return h->b->ops->trim (h->b, count, offset, flags);
 }
 

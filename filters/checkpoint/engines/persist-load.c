@@ -1,0 +1,197 @@
+/* Loading a node's bitmaps from the state directory (see persist.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "cleanup.h"
+#include "bitmap.h"
+#include "state.h"
+#include "buffer.h"
+#include "core/bitmap-ops.h"
+#include "core/checkpoint-chain.h"
+#include "engines/persist.h"
+#include "engines/persist-format.h"
+
+/* The bits of bitmap I, or NULL if they cannot be trusted. */
+static struct bitmap *
+load_bits (struct node *n, uint32_t i, uint32_t granularity)
+{
+  CLEANUP_FREE char *name = NULL;
+  CLEANUP_FREE void *data = NULL;
+  struct bitmap *bm;
+  size_t len;
+
+  if (asprintf (&name, "bitmap.%s.%u", n->name, i) == -1 ||
+      state_read (persist_dir (), name, KIND_BITMAP, &data, &len) == -1) {
+    nbdkit_error ("checkpoint: %s/%s: %m", persist_dir (), name ? name : "");
+    return NULL;
+  }
+  bm = bitmap_deserialize (data, len);
+  if (bm == NULL || bitmap_size (bm) != n->size ||
+      bitmap_granularity (bm) != granularity) {
+    nbdkit_error ("checkpoint: %s/%s does not match its node",
+                  persist_dir (), name);
+    bitmap_free (bm);
+    return NULL;
+  }
+  return bm;
+}
+
+/* One bitmap entry of node.NODE: make it, with its bits when CLEAN. */
+static struct dirty_bitmap *
+load_entry (struct node *n, struct state_reader *r, uint32_t i, bool clean)
+{
+  CLEANUP_FREE char *name = NULL;
+  struct dirty_bitmap *d;
+  uint32_t granularity = 0;
+  uint8_t flags = 0;
+
+  state_get_string (r, &name);
+  state_get_u32 (r, &granularity);
+  state_get_u8 (r, &flags);
+  if (r->err || granularity < BITMAP_MIN_GRANULARITY ||
+      (granularity & (granularity - 1)))
+    return NULL;
+  d = calloc (1, sizeof *d);
+  if (d == NULL)
+    return NULL;
+  d->name = name;
+  name = NULL;
+  d->persistent = true;
+  d->recording = flags & F_RECORDING;
+  d->checkpoint = flags & F_CHECKPOINT;
+  d->inconsistent = !clean || (flags & F_INCONSISTENT);
+  /* A checkpoint's bitmap holds one interval of changes: without its
+   * checkpoint (damaged checkpoints file) it means nothing usable.
+   */
+  if (d->checkpoint && checkpoints_find (d->name) == NULL) {
+    d->checkpoint = false;
+    d->inconsistent = true;
+  }
+  if (!d->inconsistent)
+    d->bm = load_bits (n, i, granularity);
+  if (d->bm == NULL) {
+    d->inconsistent = true;
+    d->bm = bitmap_new (n->size, granularity);
+  }
+  if (d->bm == NULL) {
+    dirty_bitmap_free (d);
+    return NULL;
+  }
+  if (!d->recording || d->inconsistent)
+    bitmap_compact (d->bm);
+  return d;
+}
+
+static int
+size_mismatch (struct node *n, uint64_t saved, struct qmp_error *err)
+{
+  qmp_error (err, "Disk '%s' is %" PRIu64 " bytes but its saved "
+             "bitmaps are for %" PRIu64 " bytes: refusing to track it "
+             "wrongly (move %s/node.%s away to start afresh)",
+             n->name, n->size, saved, persist_dir (), n->name);
+  return -1;
+}
+
+static void
+mark_all_inconsistent (struct node *n)
+{
+  struct dirty_bitmap *d;
+
+  nbdkit_error ("checkpoint: cannot mark the bitmaps of '%s' in use: "
+                "they are inconsistent from now on", n->name);
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->persistent)
+      d->inconsistent = true;
+  node_update_recording (n);
+}
+
+static void
+drop_bitmaps (struct node *n)
+{
+  struct dirty_bitmap *d;
+
+  while ((d = n->bitmaps) != NULL) {
+    n->bitmaps = d->next;
+    dirty_bitmap_free (d);
+  }
+  node_update_recording (n);
+}
+
+/* Link the loaded bitmaps, oldest first, so the newest ends up first. */
+static int
+load_entries (struct node *n, struct state_reader *r, uint32_t nr,
+              bool clean)
+{
+  struct dirty_bitmap *d;
+  uint32_t i;
+
+  if (nr > r->left / 9 || node_reserve_recording (n, nr) == -1)
+    return -1;
+  for (i = 0; i < nr; i++) {
+    d = load_entry (n, r, i, clean);
+    if (d == NULL)
+      return -1;
+    d->next = n->bitmaps;
+    n->bitmaps = d;
+  }
+  node_update_recording (n);
+  return 0;
+}
+
+int
+persist_load_node (struct node *n, struct qmp_error *err)
+{
+  CLEANUP_FREE char *name = NULL;
+  CLEANUP_FREE void *data = NULL;
+  struct state_reader r;
+  uint64_t size = 0;
+  uint32_t nr = 0;
+  uint8_t clean = 0;
+  size_t len;
+
+  if (asprintf (&name, "node.%s", n->name) == -1) {
+    qmp_error (err, "out of memory");
+    return -1;
+  }
+  if (state_read (persist_dir (), name, KIND_NODE, &data, &len) == -1) {
+    if (errno == ENOENT)
+      return 0;
+    /* Unreadable metadata: its bitmaps are lost, the disk is not. */
+    nbdkit_error ("checkpoint: %s/%s: %m: the node's saved bitmaps are "
+                  "dropped", persist_dir (), name);
+    persist_set_aside (name);
+    return 0;
+  }
+  state_reader_init (&r, data, len);
+  state_get_u64 (&r, &size);
+  state_get_u32 (&r, &nr);
+  if (r.err == 0 && size != n->size)
+    return size_mismatch (n, size, err);
+  /* The clean flag is the last byte; read it first. */
+  if (len > 0)
+    clean = ((const uint8_t *) data)[len - 1];
+  if (r.err || load_entries (n, &r, nr, clean) == -1 ||
+      state_get_u8 (&r, &clean) == -1 || state_reader_end (&r) == -1) {
+    drop_bitmaps (n);
+    nbdkit_error ("checkpoint: %s/%s is malformed: the node's saved "
+                  "bitmaps are dropped", persist_dir (), name);
+    persist_set_aside (name);
+    return 0;
+  }
+  /* In use from now on, until saved cleanly: durably, or a crash could
+   * leave a file that still says "clean" under changed bits.  If that
+   * cannot be written, the bits cannot be trusted after a crash: say
+   * so now.
+   */
+  if (clean && persist_save_node (n, false, true) == -1)
+    mark_all_inconsistent (n);
+  return 0;
+}

@@ -1,0 +1,323 @@
+/* Saving the state directory, and the subscriptions (see persist.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "cleanup.h"
+#include "bitmap.h"
+#include "state.h"
+#include "buffer.h"
+#include "core/bitmap-ops.h"
+#include "core/checkpoint-chain.h"
+#include "engines/persist.h"
+#include "engines/persist-format.h"
+
+static const char *state_dir;
+
+const char *
+persist_dir (void)
+{
+  return state_dir;
+}
+
+/* Subscriptions: the model tells us what changed. */
+
+static int
+txn_prepare (void *opaque, struct qmp_error *err)
+{
+  /* Saved with the barrier still up (the files are not synced, so it
+   * is quick): a change that cannot be recorded is not made.
+   */
+  if (persist_save_metadata () == -1) {
+    qmp_error (err, "Cannot save the state directory (see nbdkit's log): "
+               "nothing was changed");
+    return -1;
+  }
+  return 0;
+}
+
+static void
+txn_rolled_back (void *opaque)
+{
+  persist_save_metadata ();     /* put back what was half saved */
+}
+
+static const struct txn_commit_hook commit_hook = {
+  .prepare = txn_prepare, .rolled_back = txn_rolled_back,
+};
+
+static void
+node_resized (struct node *n)
+{
+  persist_save_metadata ();
+}
+
+static void
+node_removing (struct node *n)
+{
+  persist_save_node (n, true, true);
+}
+
+static const struct node_events node_events = {
+  .added = persist_load_node,
+  .resized = node_resized,
+  .removing = node_removing,
+};
+
+int
+persist_start (const char *dir)
+{
+  state_dir = dir;
+  if (state_dir_open (dir) == -1) {
+    nbdkit_error ("checkpoint: state directory %s: %m", dir);
+    return -1;
+  }
+  state_remove_temps (dir);
+  if (txn_register_commit_hook (&commit_hook) == -1 ||
+      nodes_subscribe (&node_events) == -1) {
+    nbdkit_error ("checkpoint: too many subscribers");
+    return -1;
+  }
+  bitmaps_set_persistence (true);
+  return 0;
+}
+
+/* DURABLE: fsync'd.  Saves while running need not be: their files
+ * say "in use", so losing one to a power cut loses nothing that a
+ * crash would not make inconsistent anyway.
+ */
+static int
+save (const char *name, uint32_t kind, struct state_buf *b, bool durable)
+{
+  int r = -1;
+
+  if (b->err)
+    errno = b->err;
+  else
+    r = state_write_flags (state_dir, name, kind, b->data, b->len,
+                           durable ? 0 : STATE_NO_SYNC);
+  if (r == -1)
+    nbdkit_error ("checkpoint: saving %s/%s: %m", state_dir, name);
+  state_buf_free (b);
+  return r;
+}
+
+/* checkpoints: count, then each one, then the current one's name. */
+static int
+save_checkpoints (bool durable)
+{
+  struct state_buf b = STATE_BUF_INIT;
+  struct checkpoint *c;
+  uint32_t nr = 0;
+  size_t i;
+
+  for (c = checkpoints_list (); c; c = c->next)
+    nr++;
+  state_put_u32 (&b, nr);
+  for (c = checkpoints_list (); c; c = c->next) {
+    state_put_string (&b, c->name);
+    state_put_string (&b, c->parent ? c->parent->name : "");
+    state_put_u8 (&b, c->description != NULL);
+    state_put_string (&b, c->description ? c->description : "");
+    state_put_u64 (&b, c->creation_time);
+    state_put_u32 (&b, c->disks.len);
+    for (i = 0; i < c->disks.len; i++)
+      state_put_string (&b, c->disks.ptr[i]);
+  }
+  c = checkpoints_current ();
+  state_put_string (&b, c ? c->name : "");
+  return save ("checkpoints", KIND_CHECKPOINTS, &b, durable);
+}
+
+static char *
+node_file (const struct node *n)
+{
+  char *name;
+
+  return asprintf (&name, "node.%s", n->name) == -1 ? NULL : name;
+}
+
+static char *
+bitmap_file (const struct node *n, uint32_t i)
+{
+  char *name;
+
+  return asprintf (&name, "bitmap.%s.%u", n->name, i) == -1 ? NULL : name;
+}
+
+/* Oldest first, so that loading keeps the order. */
+DEFINE_VECTOR_TYPE (dirty_bitmap_ptrs, struct dirty_bitmap *);
+
+/* Write the bits of N's I-th persistent bitmap D.  False if not. */
+static bool
+save_bits (const struct node *n, uint32_t i, const struct dirty_bitmap *d)
+{
+  CLEANUP_FREE char *name = bitmap_file (n, i);
+  struct state_buf b = STATE_BUF_INIT;
+  void *data;
+  size_t len;
+
+  if (name == NULL || bitmap_serialize (d->bm, &data, &len) == -1) {
+    nbdkit_error ("checkpoint: saving bitmap %s: %m", d->name);
+    return false;
+  }
+  b.data = data;
+  b.len = b.cap = len;
+  return save (name, KIND_BITMAP, &b, true) == 0;
+}
+
+/* node.NODE, oldest bitmap first so that loading keeps the order. */
+int
+persist_save_node (struct node *n, bool clean, bool durable)
+{
+  CLEANUP_FREE char *name = node_file (n);
+  struct state_buf b = STATE_BUF_INIT;
+  dirty_bitmap_ptrs list = empty_vector;
+  struct dirty_bitmap *d;
+  uint32_t j;
+  int r;
+
+  if (name == NULL)
+    return -1;
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->persistent && dirty_bitmap_ptrs_insert (&list, d, 0) == -1) {
+      dirty_bitmap_ptrs_reset (&list);
+      return -1;
+    }
+  if (list.len == 0)            /* nothing to keep: record nothing */
+    return state_remove (state_dir, name);
+  state_put_u64 (&b, n->size);
+  state_put_u32 (&b, list.len);
+  for (j = 0; j < list.len; j++) {
+    d = list.ptr[j];
+    bool ok = !d->inconsistent && (!clean || save_bits (n, j, d));
+    state_put_string (&b, d->name);
+    state_put_u32 (&b, bitmap_granularity (d->bm));
+    state_put_u8 (&b, (d->recording ? F_RECORDING : 0) |
+                  (d->checkpoint ? F_CHECKPOINT : 0) |
+                  (ok ? 0 : F_INCONSISTENT));
+  }
+  /* Last, so that a file says "clean" only once its bits are saved. */
+  state_put_u8 (&b, clean);
+  r = save (name, KIND_NODE, &b, durable);
+  dirty_bitmap_ptrs_reset (&list);
+  return r;
+}
+
+int
+persist_save_metadata (void)
+{
+  struct node *n;
+  bool failed = false;
+
+  if (save_checkpoints (false) == -1)
+    failed = true;
+  for (n = nodes_list (); n; n = n->next)
+    if (persist_save_node (n, false, false) == -1)
+      failed = true;
+  return failed ? -1 : 0;
+}
+
+void
+persist_save_all (void)
+{
+  struct node *n;
+
+  if (!state_dir)
+    return;
+  save_checkpoints (true);
+  for (n = nodes_list (); n; n = n->next)
+    persist_save_node (n, true, true);
+}
+
+static int
+load_one_checkpoint (struct state_reader *r)
+{
+  CLEANUP_FREE char *name = NULL, *parent = NULL, *desc = NULL;
+  string_vector disks = empty_vector;
+  uint8_t has_desc = 0;
+  uint64_t ctime = 0;
+  uint32_t nr = 0, i;
+
+  state_get_string (r, &name);
+  state_get_string (r, &parent);
+  state_get_u8 (r, &has_desc);
+  state_get_string (r, &desc);
+  state_get_u64 (r, &ctime);
+  state_get_u32 (r, &nr);
+  if (r->err || nr > r->left / 4 || string_vector_reserve (&disks, nr) == -1)
+    return -1;
+  for (i = 0; i < nr && r->err == 0; i++) {
+    char *disk = NULL;
+    if (state_get_string (r, &disk) == 0)
+      string_vector_append (&disks, disk);
+  }
+  if (r->err) {
+    string_vector_free_all (&disks);
+    return -1;
+  }
+  return checkpoints_restore (name, parent[0] ? parent : NULL,
+                              has_desc ? desc : NULL, ctime, &disks);
+}
+
+/* Keep a damaged state file for whoever wants to look at it, out of
+ * the way of the next save.
+ */
+void
+persist_set_aside (const char *name)
+{
+  CLEANUP_FREE char *from = NULL, *to = NULL;
+
+  if (asprintf (&from, "%s/%s", state_dir, name) == -1 ||
+      asprintf (&to, "%s/%s.corrupt", state_dir, name) == -1 ||
+      rename (from, to) == -1)
+    nbdkit_debug ("checkpoint: setting %s aside: %m", name);
+  else
+    nbdkit_error ("checkpoint: %s is damaged: kept as %s", from, to);
+}
+
+/* A damaged checkpoints file loses the checkpoints, not the disk: their
+ * bitmaps then load as plain inconsistent bitmaps (persist-load.c).
+ */
+int
+persist_load_checkpoints (void)
+{
+  CLEANUP_FREE void *data = NULL;
+  CLEANUP_FREE char *current = NULL;
+  struct state_reader r;
+  size_t len;
+  uint32_t nr = 0, i;
+
+  if (!state_dir)
+    return 0;
+  if (state_read (state_dir, "checkpoints", KIND_CHECKPOINTS,
+                  &data, &len) == -1) {
+    if (errno == ENOENT)
+      return 0;
+    nbdkit_error ("checkpoint: %s/checkpoints: %m: checkpoints are lost",
+                  state_dir);
+    persist_set_aside ("checkpoints");
+    return 0;
+  }
+  state_reader_init (&r, data, len);
+  state_get_u32 (&r, &nr);
+  for (i = 0; i < nr && r.err == 0; i++)
+    if (load_one_checkpoint (&r) == -1)
+      break;
+  state_get_string (&r, &current);
+  if (r.err || state_reader_end (&r) == -1) {
+    checkpoints_free_all ();
+    nbdkit_error ("checkpoint: %s/checkpoints is malformed: checkpoints "
+                  "are lost", state_dir);
+    persist_set_aside ("checkpoints");
+    return 0;
+  }
+  checkpoints_set_current (checkpoints_find (current));
+  return 0;
+}

@@ -1,0 +1,294 @@
+/* The filter's parameters, start-up and shutdown, and the hooks through
+ * which the qmpdisk plugin tells us of its disks (common/qmp/peer.h).
+ */
+#include <config.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "qmp.h"
+#include "peer.h"
+#include "server.h"
+#include "core/checkpoint-chain.h"
+#include "core/node.h"
+#include "engines/persist.h"
+#include "features/pull-backup.h"
+#include "qmp/commands.h"
+#include "checkpoint.h"
+
+static char *qmp_path;          /* qmp= */
+static char *state_dir;         /* state= */
+static char *scratch_dir;       /* scratch= */
+static const char *single_node_name = "disk";   /* node-name= */
+/* The qmpdisk plugin's disks; NULL over any other plugin. */
+static const struct qmp_disk_services *disk_services;
+
+void
+lifecycle_unload (void)
+{
+  free (qmp_path);
+  free (state_dir);
+  free (scratch_dir);
+}
+
+/* A node name as QEMU accepts it: a letter, then letters, digits and
+ * "-._", at most 31 bytes.
+ */
+static bool
+valid_node_name (const char *name)
+{
+  size_t i, n = strlen (name);
+
+  if (n == 0 || n > 31 ||
+      !((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= 'A' && name[0] <= 'Z')))
+    return false;
+  for (i = 1; i < n; i++)
+    if (!strchr ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                 "0123456789-._", name[i]))
+      return false;
+  return true;
+}
+
+static int
+set_path (char **where, const char *value)
+{
+  free (*where);
+  *where = nbdkit_absolute_path (value);
+  return *where ? 0 : -1;
+}
+
+/* 0 when taken, 1 when the key is not ours, -1 on error. */
+int
+lifecycle_config (const char *key, const char *value)
+{
+  switch (qmp_server_config (key, value, &qmp_path)) {
+  case 1: return 0;
+  case -1: return -1;
+  }
+  if (strcmp (key, "state") == 0)
+    return set_path (&state_dir, value);
+  if (strcmp (key, "scratch") == 0)
+    return set_path (&scratch_dir, value);
+  if (strcmp (key, "node-name") == 0) {
+    if (!valid_node_name (value)) {
+      nbdkit_error ("checkpoint: invalid node-name '%s': a letter, then "
+                    "letters, digits, '-', '.' or '_', at most 31 bytes",
+                    value);
+      return -1;
+    }
+    single_node_name = value;   /* nbdkit keeps argv alive */
+    return 0;
+  }
+  return 1;
+}
+
+/* Hooks called by the plugin, with the monitor lock held. */
+
+static bool
+set_why (char **why, struct qmp_error *err)
+{
+  *why = err->desc;
+  err->desc = NULL;
+  qmp_error_clear (err);
+  return false;
+}
+
+static bool
+hook_may_remove (const char *name, char **why)
+{
+  struct node *n = nodes_find (name);
+  struct qmp_error err = { 0 };
+
+  if (n && (n->bitmaps || backups_use_node (n))) {
+    qmp_error (&err, "Node '%s' has %s: end or remove them first", name,
+               backups_use_node (n) ? "active backups" : "dirty bitmaps");
+    return set_why (why, &err);
+  }
+  return true;
+}
+
+/* A disk added at run time: a node, with its saved bitmaps if any. */
+static bool
+hook_added (const char *name, uint64_t size, char **why)
+{
+  struct qmp_error err = { 0 };
+
+  if (nodes_add (name, size, &err) == NULL)
+    return set_why (why, &err);
+  return true;
+}
+
+static void
+hook_removed (const char *name)
+{
+  struct node *n = nodes_find (name);
+
+  if (n)
+    nodes_remove (n);
+}
+
+static bool
+hook_may_resize (const char *name, uint64_t size, char **why)
+{
+  struct node *n = nodes_find (name);
+  struct qmp_error err = { 0 };
+  struct dirty_bitmap *d;
+
+  if (n && backups_use_node (n)) {
+    qmp_error (&err, "Cannot resize '%s' during a backup", name);
+    return set_why (why, &err);
+  }
+  if (n && size < n->size)
+    for (d = n->bitmaps; d; d = d->next)
+      if (dirty_bitmap_busy (d)) {
+        qmp_error (&err, "Cannot shrink '%s' while bitmap '%s' is busy",
+                   name, d->name);
+        return set_why (why, &err);
+      }
+  return true;
+}
+
+static void
+hook_resized (const char *name, uint64_t size)
+{
+  struct node *n = nodes_find (name);
+
+  if (n && nodes_resize (n, size) == -1)
+    nbdkit_error ("checkpoint: resizing the bitmaps of '%s': out of memory: "
+                  "those that could not follow are inconsistent from now on",
+                  name);
+}
+
+static const struct qmp_node_hooks node_hooks = {
+  .may_remove = hook_may_remove,
+  .added = hook_added,
+  .removed = hook_removed,
+  .may_resize = hook_may_resize,
+  .resized = hook_resized,
+};
+
+int
+lifecycle_config_complete (void)
+{
+  const struct qmp_peer *peer = qmp_find_peer (QMP_PEER_PLUGIN_SYMBOL);
+
+  if (state_dir && persist_start (state_dir) == -1)
+    return -1;
+  backups_set_scratch_dir (scratch_dir ? scratch_dir : state_dir);
+  disk_services = peer ? peer->disks : NULL;
+  /* Ours first, so that our query-named-block-nodes wins over the
+   * plugin's; then the plugin's commands, before its .config_complete,
+   * so that it knows a monitor will serve them (and may start with no
+   * disks).
+   */
+  node_commands_register (disk_services);
+  bitmap_commands_register ();
+  checkpoint_commands_register ();
+  transaction_commands_register ();
+  backup_commands_register ();
+  if (qmp_path)
+    qmp_server_adopt_peer (QMP_PEER_PLUGIN_SYMBOL);
+  if (disk_services)
+    disk_services->set_node_hooks (&node_hooks);
+  return 0;
+}
+
+int
+lifecycle_get_ready (void)
+{
+  return qmp_path ? qmp_server_listen (qmp_path) : 0;
+}
+
+/* A stock plugin's disk: learn its size through a background context. */
+static int
+add_single_node (nbdkit_backend *backend, struct qmp_error *err)
+{
+  nbdkit_next *next = nbdkit_next_context_open (backend, 1, "", 1);
+  int64_t size = -1;
+
+  if (next == NULL) {
+    qmp_error (err, "cannot open the plugin's disk");
+    return -1;
+  }
+  if (next->prepare (next) == 0)
+    size = next->get_size (next);
+  next->finalize (next);
+  nbdkit_next_context_close (next);
+  if (size == -1) {
+    qmp_error (err, "cannot get the size of the plugin's disk");
+    return -1;
+  }
+  return nodes_add (single_node_name, size, err) ? 0 : -1;
+}
+
+static int
+log_error (struct qmp_error *err)
+{
+  nbdkit_error ("checkpoint: %s", err->desc ? err->desc : "out of memory");
+  qmp_error_clear (err);
+  return -1;
+}
+
+/* The plugin's disks as nodes, each with its saved state; every disk
+ * that cannot be added is named.
+ */
+static int
+add_plugin_nodes (void)
+{
+  json_t *list = disk_services->list_nodes (), *info;
+  struct qmp_error err = { 0 };
+  size_t i;
+  int r = 0;
+
+  json_array_foreach (list, i, info) {
+    const char *name = json_string_value (json_object_get (info, "node-name"));
+    json_int_t size = json_integer_value (
+      json_object_get (json_object_get (info, "image"), "virtual-size"));
+    if (name == NULL)
+      qmp_error (&err, "the plugin lists a disk without a name");
+    if (name == NULL || nodes_add (name, size, &err) == NULL)
+      r = log_error (&err);
+  }
+  json_decref (list);
+  return r;
+}
+
+int
+lifecycle_after_fork (nbdkit_backend *backend)
+{
+  struct qmp_error err = { 0 };
+  int r;
+
+  if (state_dir && persist_load_checkpoints () == -1)
+    return -1;
+  if (disk_services)
+    r = add_plugin_nodes ();
+  else if ((r = add_single_node (backend, &err)) == -1)
+    log_error (&err);
+  return r == -1 ? -1 : qmp_server_start ();
+}
+
+void
+lifecycle_cleanup (void)
+{
+  qmp_server_stop ();
+  backups_end_all ();
+  persist_save_all ();
+  nodes_free_all ();
+  checkpoints_free_all ();
+}
+
+char *
+lifecycle_export_node (const char *exportname)
+{
+  if (disk_services)
+    return disk_services->resolve_export (exportname);
+  return strdup (single_node_name);
+}
+
+bool
+lifecycle_plugin_has_exports (void)
+{
+  return disk_services != NULL;
+}

@@ -1,0 +1,225 @@
+/* backup-begin (also a transaction action), backup-end, query-backups:
+ * the QMP side of pull backups (features/pull-backup.h).
+ */
+#include <config.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-filter.h>
+
+#include "vector.h"
+#include "features/pull-backup.h"
+#include "qmp/actions.h"
+#include "qmp/commands.h"
+
+DEFINE_VECTOR_TYPE (disk_specs, struct backup_disk_spec);
+
+/* The disks argument, checked: known nodes, none twice.  The strings
+ * are borrowed from ARGS.
+ */
+static int
+parse_disks (json_t *disks, disk_specs *out, struct qmp_error *err)
+{
+  static const struct qmp_arg disk_args[] = {
+    { "node", QMP_STR, false },
+    { "export", QMP_STR, true },
+    { NULL }
+  };
+  json_t *d;
+  size_t i, j;
+
+  json_array_foreach (disks, i, d) {
+    struct backup_disk_spec spec;
+    if (!json_is_object (d)) {
+      qmp_error (err, "Invalid parameter type for 'disks', expected: object");
+      return -1;
+    }
+    if (!qmp_check_args (disk_args, d, "disks.", err))
+      return -1;
+    spec.node = qmp_arg_str (d, "node", "");
+    spec.export = qmp_arg_str (d, "export", NULL);
+    if (nodes_lookup (spec.node, err) == NULL)
+      return -1;
+    for (j = 0; j < out->len; j++)
+      if (strcmp (out->ptr[j].node, spec.node) == 0) {
+        qmp_error (err, "Disk '%s' is named twice", spec.node);
+        return -1;
+      }
+    if (disk_specs_append (out, spec) == -1) {
+      qmp_error (err, "out of memory");
+      return -1;
+    }
+  }
+  if (disks && out->len == 0) {
+    qmp_error (err, "Parameter 'disks' must list at least one disk");
+    return -1;
+  }
+  return 0;
+}
+
+static bool
+parse_mode (json_t *args, enum cbw_on_error *mode, struct qmp_error *err)
+{
+  const char *s = qmp_arg_str (args, "on-cbw-error", "break-snapshot");
+
+  if (strcmp (s, "break-snapshot") == 0)
+    *mode = CBW_BREAK_SNAPSHOT;
+  else if (strcmp (s, "break-guest-write") == 0)
+    *mode = CBW_BREAK_GUEST_WRITE;
+  else {
+    qmp_error (err, "Parameter 'on-cbw-error' does not accept value '%s'", s);
+    return false;
+  }
+  return true;
+}
+
+/* "checkpoint": {name, description?}. */
+static bool
+parse_checkpoint (json_t *args, struct backup_spec *spec,
+                  struct qmp_error *err)
+{
+  static const struct qmp_arg spec_args[] = {
+    { "name", QMP_STR, false },
+    { "description", QMP_STR, true },
+    { NULL }
+  };
+  json_t *c = json_object_get (args, "checkpoint");
+
+  if (c == NULL)
+    return true;
+  if (!qmp_check_args (spec_args, c, "checkpoint.", err))
+    return false;
+  spec->checkpoint = qmp_arg_str (c, "name", "");
+  spec->checkpoint_description = qmp_arg_str (c, "description", NULL);
+  return true;
+}
+
+static json_t *
+begin_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  json_t *disks = json_object_get (args, "disks");
+  disk_specs specs = empty_vector;
+  struct backup_spec spec = {
+    .id = qmp_arg_str (args, "id", NULL),
+    .incremental = qmp_arg_str (args, "incremental", NULL),
+  };
+  struct backup *b = NULL;
+
+  if (parse_mode (args, &spec.on_cbw_error, err) &&
+      parse_disks (disks, &specs, err) == 0 &&
+      parse_checkpoint (args, &spec, err)) {
+    spec.disks = disks ? specs.ptr : NULL;
+    spec.nr_disks = specs.len;
+    b = backup_begin (t, &spec, err);
+  }
+  disk_specs_reset (&specs);
+  if (b == NULL)
+    return NULL;
+  return json_pack ("{s:s,s:o}", "id", backup_id (b),
+                    "exports", backup_describe_exports (b));
+}
+
+/* Ending a backup: its exports go at commit, with the changes of
+ * success=false (its checkpoint deleted).
+ */
+static json_t *
+end_command (json_t *args, struct qmp_error *err)
+{
+  const char *id = qmp_arg_str (args, "id", "");
+  struct backup *b = backups_find (id);
+  struct txn t;
+
+  if (b == NULL) {
+    qmp_error (err, "Backup '%s' not found", id);
+    return NULL;
+  }
+  change_begin (&t);
+  if (backup_end (&t, b, qmp_arg_bool (args, "success", true), err) == -1) {
+    change_abort (&t);
+    return NULL;
+  }
+  return change_commit (&t, err) == 0 ? json_object () : NULL;
+}
+
+static json_t *
+query_command (json_t *args, struct qmp_error *err)
+{
+  json_t *list = json_array ();
+  struct backup *b;
+
+  for (b = backups_first (); b; b = backup_next (b))
+    json_array_insert_new (list, 0, backup_describe (b));
+  return list;
+}
+
+static const struct qmp_arg begin_args[] = {
+  { "id", QMP_STR, true },
+  { "incremental", QMP_STR, true },
+  { "checkpoint", QMP_OBJECT, true },
+  { "disks", QMP_ARRAY, true },
+  { "on-cbw-error", QMP_STR, true },
+  { NULL }
+};
+
+static const struct qmp_arg end_args[] = {
+  { "id", QMP_STR, false },
+  { "success", QMP_BOOL, true },
+  { NULL }
+};
+
+static const struct txn_action actions[] = {
+  /* backup-begin: freeze the disks as they are now and export each one
+   * read-only as it was at this instant (pull mode), whatever is
+   * written afterwards.
+   * Arguments: id? (backup-N), incremental? (a checkpoint: block status
+   * then reports the chunks unchanged since it as holes without zero),
+   * checkpoint? ({"name", "description"?}: created at the same
+   * instant, on the same disks), disks? ([{"node", "export"?}], at
+   * least one; every node; export names default to NODE@ID),
+   * on-cbw-error? ("break-snapshot": the guest write succeeds and the
+   * backup fails; "break-guest-write": the write fails).
+   * Returns: {"id", "exports": [{"node", "export", "size"}]}.
+   * Errors: "Backup 'ID' already exists"; unknown node; "Disk 'N' is
+   * named twice"; "Export 'E' already exists"; "Checkpoint 'C' not
+   * found"; "Checkpoint 'C' does not cover disk 'N'"; an inconsistent
+   * base bitmap; "Cannot create a scratch file in DIR: ...".
+   */
+  { "backup-begin", begin_args, begin_action },
+  { NULL }
+};
+
+static json_t *
+begin_command (json_t *args, struct qmp_error *err)
+{
+  return action_run_one (&actions[0], args, err);
+}
+
+static const struct qmp_command commands[] = {
+  { "backup-begin", begin_args, begin_command },
+  /* backup-end: end a backup: its exports refuse new connections and
+   * fail I/O on open ones; its scratch goes with its last connection.
+   * Arguments: id, success? (true; false deletes the checkpoint it
+   * created, so that the next incremental still covers every change).
+   * Returns: {}.
+   * Errors: "Backup 'ID' not found".
+   */
+  { "backup-end", end_args, end_command },
+  /* query-backups: the backups, oldest first.
+   * Arguments: none.
+   * Returns: [{"id", "incremental"?, "checkpoint"?, "exports",
+   * "status" ("active" or "failed"), "error"?, "copied-bytes"}].
+   */
+  { "query-backups", NULL, query_command },
+  { NULL }
+};
+
+static const struct qmp_command_set command_set = { "checkpoint", commands };
+
+void
+backup_commands_register (void)
+{
+  actions_register (actions);
+  qmp_register_commands (&command_set);
+}

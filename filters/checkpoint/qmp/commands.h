@@ -1,0 +1,18 @@
+/* The filter's QMP commands, one file per family, each registering its
+ * table (and its transaction actions) with the monitor.
+ */
+#ifndef CHECKPOINT_QMP_COMMANDS_H
+#define CHECKPOINT_QMP_COMMANDS_H
+
+#include "peer.h"
+
+extern void bitmap_commands_register (void);
+extern void checkpoint_commands_register (void);
+extern void backup_commands_register (void);
+extern void transaction_commands_register (void);
+/* DISKS: the qmpdisk plugin's services, or NULL over another plugin
+ * (then the filter lists its own node).
+ */
+extern void node_commands_register (const struct qmp_disk_services *disks);
+
+#endif /* CHECKPOINT_QMP_COMMANDS_H */
