@@ -122,6 +122,7 @@ start_nbdkit ()
     listen=(-U "$sock")
     for a in "$@"; do
         case "$a" in
+            qmp=tcp:*) ;;               # no socket file to wait for
             qmp=*) qmpsock="${a#qmp=}" ;;
             -p|--port|--port=*) listen=(); sock="" ;; # TCP instead
         esac

@@ -10,7 +10,6 @@
 #include "peer.h"
 
 extern json_t *qmp_command_names (void);
-extern const struct qmp_host *qmp_local_host (void);
 extern void qmp_server_emit_event (const char *name, json_t *data);
 extern json_t *qmp_event_new (const char *name, json_t *data);
 extern void qmp_register_builtins (void);

@@ -87,11 +87,9 @@ struct qmp_peer {
  */
 extern const struct qmp_peer *qmp_find_peer (const char *symbol);
 
-/* For building this component's own table: its registered commands
- * (without the monitor's built-ins), and the attach function that
+/* For building this component's own table: the attach function that
  * takes the host's event sender and lock.
  */
-extern const struct qmp_command_set *qmp_component_commands (void);
 extern void qmp_attach (const struct qmp_host *host);
 /* Runs this component's qmp_on_quit function, for the table's quit. */
 extern void qmp_component_quit (void);

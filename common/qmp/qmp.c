@@ -163,20 +163,6 @@ qmp_command_names (void)
   return list;
 }
 
-/* Own registered commands, without the monitor's built-ins, for a host
- * that asks through the peer table.
- */
-const struct qmp_command_set *
-qmp_component_commands (void)
-{
-  size_t i;
-
-  for (i = 0; i < nr_sets; i++)
-    if (strcmp (sets[i]->component, "monitor") != 0)
-      return sets[i];
-  return NULL;
-}
-
 const struct qmp_peer *
 qmp_find_peer (const char *symbol)
 {
@@ -210,12 +196,6 @@ static const struct qmp_host local_host = {
   .lock = local_lock,
   .unlock = local_unlock,
 };
-
-const struct qmp_host *
-qmp_local_host (void)
-{
-  return &local_host;
-}
 
 void
 qmp_attach (const struct qmp_host *host)

@@ -29,6 +29,8 @@
 /* Limits of spec/qmp.md. */
 #define QMP_MAX_MESSAGE (1024 * 1024)
 #define QMP_MAX_DEPTH 64
+/* A bad message skipped for longer than this disconnects its client. */
+#define QMP_MAX_SKIP (16 * 1024 * 1024)
 
 struct qmp_error {
   const char *class;            /* NULL: no error */

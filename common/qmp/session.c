@@ -16,7 +16,8 @@ void
 qmp_session_init (struct qmp_session *s, qmp_send_fn send, void *opaque)
 {
   memset (s, 0, sizeof *s);
-  splitter_init (&s->splitter, QMP_MAX_MESSAGE, QMP_MAX_DEPTH);
+  splitter_init (&s->splitter, QMP_MAX_MESSAGE, QMP_MAX_DEPTH,
+                 QMP_MAX_SKIP);
   s->send = send;
   s->opaque = opaque;
 }
@@ -215,7 +216,7 @@ handle_value (struct qmp_session *s, const char *data, size_t len)
   json_decref (req);
 }
 
-static bool
+static enum splitter_next
 on_value (void *opaque, enum splitter_status status,
           const char *data, size_t len)
 {
@@ -237,12 +238,35 @@ on_value (void *opaque, enum splitter_status status,
     send_error (s, NULL, QMP_ERROR_GENERIC,
                 "JSON parse error, unexpected closing bracket");
     break;
+  case SPLIT_CONTROL:
+    send_error (s, NULL, QMP_ERROR_GENERIC,
+                "JSON parse error, control character in a message");
+    break;
+  case SPLIT_ENDLESS:
+    send_error (s, NULL, QMP_ERROR_GENERIC,
+                "JSON parse error, a bad message went on past 16 MiB: "
+                "disconnecting");
+    return SPLIT_HALT;
   }
-  return true;
+  return s->hold && s->hold (s->opaque) ? SPLIT_PAUSE : SPLIT_GO;
+}
+
+ssize_t
+qmp_session_feed (struct qmp_session *s, const char *data, size_t n)
+{
+  return splitter_feed (&s->splitter, data, n, on_value, s);
 }
 
 bool
 qmp_session_input (struct qmp_session *s, const char *data, size_t n)
 {
-  return splitter_feed (&s->splitter, data, n, on_value, s);
+  while (n > 0) {
+    ssize_t r = qmp_session_feed (s, data, n);
+
+    if (r == -1)
+      return false;
+    data += r;
+    n -= r;
+  }
+  return true;
 }

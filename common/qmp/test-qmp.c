@@ -30,6 +30,12 @@ nbdkit_error (const char *fmt, ...)
 {
 }
 
+char *
+nbdkit_absolute_path (const char *path)
+{
+  return strdup (path);
+}
+
 void
 nbdkit_shutdown (void)
 {
@@ -291,6 +297,45 @@ test_deep_nesting (void)
   passed++;
 }
 
+/* Limits are reported when crossed, before the value ends. */
+static void
+test_prompt_errors (void)
+{
+  char *big, brackets[10002];
+
+  fresh_session (true);
+  memset (brackets, '[', 64);
+  brackets[64] = '\0';
+  feed (brackets);
+  CHECK (json_array_size (replies) == 0);
+  feed ("[");
+  CHECK (json_array_size (replies) == 1);
+  CHECK (strcmp (error_desc (0), "JSON parse error, nesting deeper than 64 levels") == 0);
+  memset (brackets, '[', 10000);
+  strcpy (brackets + 10000, "\n");
+  feed (brackets);
+  CHECK (json_array_size (replies) == 0);
+  feed ("\x01{\"execute\":\"query-version\"}");
+  CHECK (json_array_size (replies) == 1);
+  CHECK (json_is_object (ret_of (0)));
+
+  big = malloc (QMP_MAX_MESSAGE + 1);
+  CHECK (big != NULL);
+  big[0] = '"';
+  memset (big + 1, 'x', QMP_MAX_MESSAGE - 1);
+  big[QMP_MAX_MESSAGE] = '\0';
+  feed (big);
+  CHECK (json_array_size (replies) == 0);       /* exactly 1 MiB so far */
+  feed ("x");
+  free (big);
+  CHECK (json_array_size (replies) == 1);
+  CHECK (strstr (error_desc (0), "1 MiB") != NULL);
+  feed ("xxx\"{\"execute\":\"query-version\"}");
+  CHECK (json_array_size (replies) == 1);
+  CHECK (json_is_object (ret_of (0)));
+  passed++;
+}
+
 static void
 test_unknown_command (void)
 {
@@ -415,6 +460,7 @@ main (void)
   test_truncated ();
   test_oversized ();
   test_deep_nesting ();
+  test_prompt_errors ();
   test_unknown_command ();
   test_request_members ();
   test_arguments ();

@@ -38,10 +38,12 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "server.h"            /* QMP_SERVER_CONFIG_HELP */
+
 /* lifecycle.c: the filter's parameters and its life. */
 extern int lifecycle_config (const char *key, const char *value);
 #define lifecycle_config_help \
-  "qmp=<PATH>           Serve the QMP monitor on this Unix socket.\n" \
+  QMP_SERVER_CONFIG_HELP "\n" \
   "state=<DIR>          Keep bitmaps and checkpoints in this directory.\n" \
   "scratch=<DIR>        Put backups' scratch files here (default: state=).\n" \
   "node-name=<NAME>     Node name of a single-export plugin's disk."

@@ -63,8 +63,10 @@ set_path (char **where, const char *value)
 int
 lifecycle_config (const char *key, const char *value)
 {
-  if (strcmp (key, "qmp") == 0)
-    return set_path (&qmp_path, value);
+  switch (qmp_server_config (key, value, &qmp_path)) {
+  case 1: return 0;
+  case -1: return -1;
+  }
   if (strcmp (key, "state") == 0)
     return set_path (&state_dir, value);
   if (strcmp (key, "scratch") == 0)

@@ -24,11 +24,11 @@ static const struct qmp_node_hooks *hooks;   /* the filter's, if any */
 int
 monitor_config (const char *key, const char *value, int *r)
 {
-  if (strcmp (key, "qmp") != 0)
+  int n = qmp_server_config (key, value, &qmp_path);
+
+  if (n == 0)
     return 0;
-  free (qmp_path);
-  qmp_path = nbdkit_absolute_path (value);
-  *r = qmp_path ? 0 : -1;
+  *r = n == 1 ? 0 : -1;
   return 1;
 }
 

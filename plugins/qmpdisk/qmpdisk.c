@@ -22,6 +22,7 @@
 #include "cleanup.h"
 #include "backend.h"
 #include "monitor.h"
+#include "server.h"
 #include "disks.h"
 #include "qmpdisk.h"
 #include "shutdown.h"
@@ -116,10 +117,10 @@ qmpdisk_config_complete (void)
 }
 
 #define qmpdisk_config_help \
-  "disk=NODE:PATH     (repeatable) Serve PATH as export NODE.\n" \
-  "qmp=PATH           Serve the QMP monitor on this Unix socket.\n" \
+  "disk=NODE:PATH       (repeatable) Serve PATH as export NODE.\n" \
+  QMP_SERVER_CONFIG_HELP "\n" \
   "connect-timeout=SECONDS  Limit for connecting to the NBD server of\n" \
-  "                   an nbd node (default 10)."
+  "                     an nbd node (default 10)."
 
 static int
 qmpdisk_get_ready (void)
