@@ -53,6 +53,4 @@ fi
 # The tree.
 [ -f "$top/LICENSE" ] || fail "no LICENSE file"
 grep -q 'nbdkit-checkpoint authors' "$top/LICENSE" || fail "LICENSE: no copyright line"
-# TODO(lead): drop this --exclude once filters/checkpoint/ has its
-# headers (run scripts/license-header there after the restructuring).
-$PY "$script" --check --exclude filters/checkpoint/
+$PY "$script" --check

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # test-parallel-io built with AddressSanitizer (issue 8 item 11): the
 # parallel I/O check passes with LeakSanitizer on, i.e. the program
 # frees everything it allocates, and its checks of the data still

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Clients that send and never read (issue 8 item 8): the monitor stops
 # reading a client whose replies wait, so nothing is dropped and memory
 # stays bounded; the number of clients is bounded (qmp-max-clients).

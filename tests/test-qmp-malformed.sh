@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Malformed input is answered the moment it is known to be bad (issue
 # 12 item 3): nesting past 64 levels when the 65th bracket arrives, a
 # message over 1 MiB when its size passes 1 MiB, without waiting for

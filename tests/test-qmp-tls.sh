@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # QMP over TCP with TLS (issue 12 item 5), with real TLS clients on
 # 127.0.0.1: Python's ssl with x509 client certificates, gnutls-cli
 # with a pre-shared key.  A client that cannot authenticate, or speaks

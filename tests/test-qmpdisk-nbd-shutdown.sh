@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # nbd nodes and shutdown (issue 8 item 6).  nbdkit waits for every NBD
 # connection to end before it cleans up, and an nbd node is an NBD
 # connection held by the plugin: a node served from this same nbdkit

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # A slow NBD server behind blockdev-add (issue 8 item 7): one that
 # accepts and never speaks used to hold the monitor for every client
 # for as long as the kernel kept the connection.  Now connecting and

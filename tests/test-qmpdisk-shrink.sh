@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # block_resize while NBD connections are open (issue 8 item 4): an
 # open connection keeps the size it saw, so a shrink under it would
 # let it write past the new end, growing the file where no bitmap

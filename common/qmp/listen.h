@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The monitor's listening sockets.  Each returns the listening
  * descriptor, or -1 with the error reported.
  */

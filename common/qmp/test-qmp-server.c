@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The monitor's server over a real Unix socket, in process: events
  * for a client that never reads are bounded (it is disconnected with
  * the reason logged) while a client that reads gets every event.

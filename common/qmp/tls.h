@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* TLS for a monitor on TCP (qmp=tcp:ADDRESS:PORT), through gnutls:
  * x509 with client certificates required (qmp-tls-certificates=DIR,
  * nbdkit's file names) or a pre-shared key (qmp-tls-psk=FILE,

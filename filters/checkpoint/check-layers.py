@@ -1,4 +1,6 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # The filter's layering rule (checkpoint.h), checked over the #include
 # lines of every source file below DIR:
 #  - a filter header is included with its directory ("core/node.h"),

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* nbdkit-checkpoint-filter: the nbdkit callbacks.  The layers beneath
  * are described in checkpoint.h; parameters and start-up are in
  * lifecycle.c.  A connection is to a live disk (a node: every write

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* nbdkit-checkpoint-filter: dirty bitmaps, checkpoints and backups for
  * the disks of the plugin below, driven through a QMP monitor.
  *

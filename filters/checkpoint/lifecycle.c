@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The filter's parameters, start-up and shutdown, and the hooks through
  * which the qmpdisk plugin tells us of its disks (common/qmp/peer.h).
  */

@@ -1,4 +1,6 @@
 #!/bin/bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # The layering rule of checkpoint.h holds for the filter's sources, and
 # the checker does catch an upward include, a circle and a core file
 # that calls into nbdkit (on a copy of the tree with each one added).

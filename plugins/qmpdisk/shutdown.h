@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* nbdkit-qmpdisk-plugin: noticing that nbdkit is shutting down.
  *
  * nbdkit waits for every NBD connection to end before it calls

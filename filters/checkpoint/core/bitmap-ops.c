@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* QEMU's dirty bitmap operations, each undoable (see bitmap-ops.h). */
 #include <config.h>
 

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* QEMU's dirty bitmap operations on a node, with QEMU's checks and
  * error texts.  Each changes the node at once and adds its undo to the
  * txn, so that single commands and transactions share this code.

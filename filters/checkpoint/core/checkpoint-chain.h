@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The checkpoint chain: libvirt's checkpoints over a node's bitmaps.
  *
  * Checkpoints are kept in creation order; each names its disks.  On

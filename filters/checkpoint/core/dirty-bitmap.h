@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* A named dirty bitmap of a node (QEMU's BdrvDirtyBitmap): the bits
  * (common/bitmap) and what QMP says about them.  The operations that
  * change a node's bitmaps, undoably, are in bitmap-ops.h.

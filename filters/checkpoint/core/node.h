@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The node registry: the disks the filter tracks, by node name, each
  * with its dirty bitmaps, its write barrier and its write hooks.
  *

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Unit tests of the filter's core: the transaction, the node registry,
  * the bitmap operations and the checkpoint chain, linked without
  * nbdkit, persistence or the monitor (as the layering promises).

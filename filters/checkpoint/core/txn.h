@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* A generic transaction: changes made at once, each with how to undo
  * it, kept or undone together (after QEMU's include/qemu/transactions.h).
  *

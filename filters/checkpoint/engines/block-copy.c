@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The block-copy engine (see block-copy.h).
  *
  * Saved blocks live at their own disk offset in scratch, spread over

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The block-copy engine: keeps the frozen contents of a disk's blocks
  * in scratch files before they are overwritten, and reads the frozen
  * view back (saved blocks from scratch, the others from the disk).

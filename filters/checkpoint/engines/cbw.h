@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Copy-before-write: a write hook on a node that keeps a point in time
  * of it readable (QEMU's block/copy-before-write.c).  Before a guest
  * write changes blocks that the frozen view still needs, block-copy

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The job engine: long-running work in a thread of its own, with
  * QEMU's job states, verbs and JOB_STATUS_CHANGE events (QEMU's job.c;
  * reference section 4.4).  A feature (push backup jobs) embeds

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The state files' kinds and flags, and what persist.c and
  * persist-load.c share; nothing else includes this.
  */

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Persistence: checkpoints and persistent bitmaps in the state
  * directory (state=), kept in step with the model by subscribing to
  * transaction commits and node events (the model never calls here).

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Reads of a frozen view kept by copy-before-write (QEMU's
  * block/snapshot-access.c): data and block status of the disk as it
  * was at the freeze, or an error, never newer data.

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Unit tests of the job engine: QEMU's tables, and the event sequences
  * of section 4.6 of the reference for success, manual finalize and
  * dismiss, cancel, pause and resume, errors and bad IDs.

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Pull backups: lifecycle and the export registry (see pull-backup.h). */
 #include <config.h>
 

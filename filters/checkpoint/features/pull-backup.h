@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Pull backups: frozen, read-only NBD exports of the disks as they were
  * at the instant backup-begin ran (libvirt's pull mode; QEMU's
  * fleecing).  Each disk of a backup is a backup export kept frozen by

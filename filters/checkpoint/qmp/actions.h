@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Actions: the commands that may also run inside a transaction, and
  * the one way every change to the model runs: change_begin raises the
  * write barrier of every node (waiting for the guest writes in flight

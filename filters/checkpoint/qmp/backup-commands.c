@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* backup-begin (also a transaction action), backup-end, query-backups:
  * the QMP side of pull backups (features/pull-backup.h).
  */

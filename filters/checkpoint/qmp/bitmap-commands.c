@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* QEMU's block-dirty-bitmap-* commands, each also a transaction action
  * (QEMU's names, arguments, errors and meaning; spec/qmp.md).
  */

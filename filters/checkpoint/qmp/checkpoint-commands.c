@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* checkpoint-create (also a transaction action), checkpoint-delete and
  * query-checkpoints.
  */

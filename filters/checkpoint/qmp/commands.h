@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The filter's QMP commands, one file per family, each registering its
  * table (and its transaction actions) with the monitor.
  */

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* The node listing, which the filter answers even over the qmpdisk
  * plugin (its own entry wins, see common/qmp/peer.h) because only the
  * filter knows the bitmaps.
