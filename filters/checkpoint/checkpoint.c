@@ -114,10 +114,15 @@ open_node (nbdkit_next_open *next, nbdkit_context *ctx, int readonly,
                   exportname);
     return -1;
   }
+  name = lifecycle_export_node (exportname);
+  if (name == NULL) {
+    nbdkit_error ("checkpoint: no such export '%s' (ended backup?)",
+                  exportname);
+    return -1;
+  }
   if (next (ctx, readonly, exportname) == -1)
     return -1;
-  name = lifecycle_export_node (exportname);
-  h->node = name ? nodes_open (name) : NULL;
+  h->node = nodes_open (name);
   if (h->node == NULL) {
     nbdkit_error ("checkpoint: no disk for export '%s'", exportname);
     return -1;

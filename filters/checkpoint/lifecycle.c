@@ -288,11 +288,18 @@ lifecycle_cleanup (void)
   checkpoints_free_all ();
 }
 
+/* Over a single-export plugin, the live disk answers to "" and to its
+ * node name only: any other name (a backup export that has ended, one
+ * that never was) must not reach the disk, whatever the plugin would
+ * accept.
+ */
 char *
 lifecycle_export_node (const char *exportname)
 {
   if (disk_services)
     return disk_services->resolve_export (exportname);
+  if (exportname[0] && strcmp (exportname, single_node_name) != 0)
+    return NULL;
   return strdup (single_node_name);
 }
 

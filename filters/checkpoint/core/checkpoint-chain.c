@@ -14,6 +14,7 @@
 
 static struct checkpoint *checkpoints;  /* oldest first */
 static struct checkpoint *current;
+static uint64_t next_serial = 1;
 
 DEFINE_VECTOR_TYPE (checkpoint_ptrs, struct checkpoint *);
 
@@ -310,6 +311,7 @@ checkpoint_new (const char *name, const char *description,
     string_vector_append (&c->disks, s);
   }
   c->creation_time = time (NULL);
+  c->serial = next_serial++;
   return c;
 }
 
@@ -461,6 +463,7 @@ checkpoints_restore (const char *name, const char *parent,
   c->name = strdup (name);
   c->description = description ? strdup (description) : NULL;
   c->creation_time = ctime;
+  c->serial = next_serial++;
   c->disks = *disks;
   *disks = (string_vector) empty_vector;
   c->parent = parent ? checkpoints_find (parent) : NULL;

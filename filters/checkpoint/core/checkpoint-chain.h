@@ -32,6 +32,8 @@ struct checkpoint {
   struct checkpoint *next;      /* creation order, oldest first */
   struct checkpoint *parent;
   char *name;
+  uint64_t serial;              /* unique while the filter runs: a name
+                                 * may come back, a serial never */
   char *description;            /* may be NULL */
   int64_t creation_time;        /* seconds */
   string_vector disks;          /* node names */

@@ -27,7 +27,7 @@
 /* Saved-block lookups and locks go by regions of this size. */
 #define REGION (64 * 1024)
 #define STRIPES 1024
-#define SCRATCH_FILES 8
+#define SCRATCH_FILES BLOCK_COPY_FDS
 #define SCRATCH_PIECE (1024 * 1024)
 /* Largest single read and write when saving a run of blocks. */
 #define SAVE_IO_MAX (4 * 1024 * 1024)
@@ -40,6 +40,9 @@ struct block_copy {
   uint64_t copied_bytes;        /* atomic */
   pthread_rwlock_t stripes[STRIPES];
 };
+
+static void lock_stripes (struct block_copy *bc, uint64_t start, uint64_t end,
+                          bool lock);
 
 static pthread_rwlock_t *
 stripe (struct block_copy *bc, uint64_t offset)
@@ -115,6 +118,18 @@ block_copy_free (struct block_copy *bc)
   bitmap_free (bc->saved);
   free (bc->name);
   free (bc);
+}
+
+void
+block_copy_discard (struct block_copy *bc)
+{
+  size_t i;
+
+  lock_stripes (bc, 0, bc->size ? bc->size : 1, true);
+  for (i = 0; i < SCRATCH_FILES; i++)
+    if (ftruncate (bc->scratch_fds[i], 0) == -1)
+      nbdkit_debug ("checkpoint: discarding scratch of %s: %m", bc->name);
+  lock_stripes (bc, 0, bc->size ? bc->size : 1, false);
 }
 
 /* Write or read [OFFSET, OFFSET+N) of scratch, piece by piece.  -1
@@ -268,12 +283,20 @@ lock_stripes (struct block_copy *bc, uint64_t start, uint64_t end, bool lock)
   }
 }
 
+/* A large write is saved window by window, holding the stripes of one
+ * window at a time (so a lock checker's limit of locks held at once is
+ * never reached, and readers elsewhere in the range are not held up).
+ * That is safe: a window's blocks are saved and marked before its
+ * stripes are released, and the write itself lands only after every
+ * window is done (the caller holds the node's barrier throughout).
+ */
+#define SAVE_WINDOW (32 * REGION)
+
 int
 block_copy_save (struct block_copy *bc, nbdkit_next *next,
                  uint64_t offset, uint64_t end, const struct bitmap *needed)
 {
-  uint64_t start = ROUND_DOWN (offset, BLOCK_COPY_BLOCK);
-  int r;
+  uint64_t start = ROUND_DOWN (offset, BLOCK_COPY_BLOCK), w, w_end;
 
   end = MIN (ROUND_UP (end, BLOCK_COPY_BLOCK), bc->size);
   if (start >= end)
@@ -282,10 +305,17 @@ block_copy_save (struct block_copy *bc, nbdkit_next *next,
   if (bitmap_all_dirty (bc->saved, start, end - start) ||
       (needed && !bitmap_any_dirty (needed, start, end - start)))
     return 0;
-  lock_stripes (bc, start, end, true);
-  r = save_range (next, bc, start, end, needed);
-  lock_stripes (bc, start, end, false);
-  return r;
+  for (w = start; w < end; w = w_end) {
+    int r;
+
+    w_end = MIN (ROUND_DOWN (w, SAVE_WINDOW) + SAVE_WINDOW, end);
+    lock_stripes (bc, w, w_end, true);
+    r = save_range (next, bc, w, w_end, needed);
+    lock_stripes (bc, w, w_end, false);
+    if (r == -1)
+      return -1;
+  }
+  return 0;
 }
 
 /* Read [POS, END) of one region (its stripe held shared): saved

@@ -31,6 +31,8 @@ struct block_copy;
 
 /* Blocks saved to scratch are this big: a 4 KiB write saves 4 KiB. */
 #define BLOCK_COPY_BLOCK 4096
+/* File descriptors that one block_copy holds open. */
+#define BLOCK_COPY_FDS 8
 
 /* Scratch for a disk of SIZE bytes, in DIR (NULL: $TMPDIR, else
  * /var/tmp).  NAME says whose it is in messages ("backup b1").
@@ -39,6 +41,11 @@ extern struct block_copy *block_copy_new (const char *name, uint64_t size,
                                           const char *dir,
                                           struct qmp_error *err);
 extern void block_copy_free (struct block_copy *bc);
+/* Give the scratch space back now (the owner has stopped using the
+ * frozen view, but readers may still hold the block_copy): waits for
+ * reads in flight; reads of saved blocks fail afterwards.
+ */
+extern void block_copy_discard (struct block_copy *bc);
 
 /* Save the blocks of [OFFSET, END) that are not saved yet and that
  * NEEDED marks (NULL: every block).  -1 with errno on error (ENOSPC

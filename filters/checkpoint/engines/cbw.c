@@ -112,6 +112,12 @@ cbw_detach (struct cbw *c)
   node_remove_write_hook (c->node, c);
 }
 
+void
+cbw_discard (struct cbw *c)
+{
+  block_copy_discard (c->bc);
+}
+
 struct node *
 cbw_node (const struct cbw *c)
 {

@@ -55,6 +55,8 @@ extern void cbw_free (struct cbw *c);
  */
 extern int cbw_attach (struct cbw *c, struct qmp_error *err);
 extern void cbw_detach (struct cbw *c);
+/* After cbw_detach: give the scratch back now (block_copy_discard). */
+extern void cbw_discard (struct cbw *c);
 
 extern struct node *cbw_node (const struct cbw *c);
 extern uint64_t cbw_size (const struct cbw *c);     /* the frozen size */

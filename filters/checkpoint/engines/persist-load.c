@@ -22,25 +22,32 @@
 #include "engines/persist.h"
 #include "engines/persist-format.h"
 
-/* The bits of bitmap I, or NULL if they cannot be trusted. */
+/* The bits of bitmap I, called BITMAP, or NULL if they cannot be
+ * trusted (then it is inconsistent, and the log says which and why).
+ */
 static struct bitmap *
-load_bits (struct node *n, uint32_t i, uint32_t granularity)
+load_bits (struct node *n, uint32_t i, const char *bitmap,
+           uint32_t granularity)
 {
   CLEANUP_FREE char *name = NULL;
   CLEANUP_FREE void *data = NULL;
-  struct bitmap *bm;
+  const char *why = NULL;
+  struct bitmap *bm = NULL;
   size_t len;
 
-  if (asprintf (&name, "bitmap.%s.%u", n->name, i) == -1 ||
-      state_read (persist_dir (), name, KIND_BITMAP, &data, &len) == -1) {
-    nbdkit_error ("checkpoint: %s/%s: %m", persist_dir (), name ? name : "");
+  if (asprintf (&name, "bitmap.%s.%u", n->name, i) == -1)
     return NULL;
-  }
-  bm = bitmap_deserialize (data, len);
-  if (bm == NULL || bitmap_size (bm) != n->size ||
-      bitmap_granularity (bm) != granularity) {
-    nbdkit_error ("checkpoint: %s/%s does not match its node",
-                  persist_dir (), name);
+  if (state_read (persist_dir (), name, KIND_BITMAP, &data, &len) == -1)
+    why = strerror (errno);
+  else if ((bm = bitmap_deserialize (data, len)) == NULL ||
+           bitmap_size (bm) != n->size ||
+           bitmap_granularity (bm) != granularity)
+    why = "its bits do not match the node's size or the bitmap's granularity";
+  if (why) {
+    nbdkit_error ("checkpoint: bitmap '%s' of node '%s' (%s/%s): %s: it is "
+                  "inconsistent from now on (the next backup from it must "
+                  "be a full one)", bitmap, n->name, persist_dir (), name,
+                  why);
     bitmap_free (bm);
     return NULL;
   }
@@ -79,7 +86,7 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i, bool clean)
     d->inconsistent = true;
   }
   if (!d->inconsistent)
-    d->bm = load_bits (n, i, granularity);
+    d->bm = load_bits (n, i, d->name, granularity);
   if (d->bm == NULL) {
     d->inconsistent = true;
     d->bm = bitmap_new (n->size, granularity);
@@ -149,10 +156,48 @@ load_entries (struct node *n, struct state_reader *r, uint32_t nr,
   return 0;
 }
 
-int
-persist_load_node (struct node *n, struct qmp_error *err)
+/* Checkpoints that cover N but whose bitmap on N was not found (the
+ * node file is missing, damaged or lacks it): each gets a stand-in,
+ * inconsistent bitmap, so that the chain stays whole, incrementals
+ * from it are refused and checkpoint-delete still works; the log names
+ * them.
+ */
+static void
+stand_in_lost_bitmaps (struct node *n, const char *cause)
 {
-  CLEANUP_FREE char *name = NULL;
+  struct checkpoint *c;
+  struct dirty_bitmap *d;
+
+  for (c = checkpoints_list (); c; c = c->next) {
+    if (!checkpoint_covers (c, n->name) || bitmaps_find (n, c->name))
+      continue;
+    d = dirty_bitmap_new (c->name, n->size, DEFAULT_GRANULARITY);
+    if (d == NULL || node_reserve_recording (n, 1) == -1) {
+      dirty_bitmap_free (d);
+      nbdkit_error ("checkpoint: checkpoint '%s' has no bitmap on node "
+                    "'%s' and none can be made: out of memory",
+                    c->name, n->name);
+      continue;
+    }
+    d->persistent = d->checkpoint = d->inconsistent = true;
+    bitmap_compact (d->bm);
+    d->next = n->bitmaps;
+    n->bitmaps = d;
+    nbdkit_error ("checkpoint: checkpoint '%s' covers node '%s' but %s: "
+                  "its bitmap there is lost and marked inconsistent (the "
+                  "next backup of '%s' from it must be a full one)",
+                  c->name, n->name, cause, n->name);
+  }
+  node_update_recording (n);
+}
+
+/* Read node.NODE into N's bitmaps.  0 when done or set aside (CAUSE
+ * says what became of a missing or damaged file), -1 to refuse N.
+ */
+static int
+read_node_file (struct node *n, const char *name, const char **cause,
+                struct qmp_error *err)
+{
   CLEANUP_FREE void *data = NULL;
   struct state_reader r;
   uint64_t size = 0;
@@ -160,17 +205,16 @@ persist_load_node (struct node *n, struct qmp_error *err)
   uint8_t clean = 0;
   size_t len;
 
-  if (asprintf (&name, "node.%s", n->name) == -1) {
-    qmp_error (err, "out of memory");
-    return -1;
-  }
   if (state_read (persist_dir (), name, KIND_NODE, &data, &len) == -1) {
-    if (errno == ENOENT)
+    if (errno == ENOENT) {
+      *cause = "its node file is missing";
       return 0;
+    }
     /* Unreadable metadata: its bitmaps are lost, the disk is not. */
     nbdkit_error ("checkpoint: %s/%s: %m: the node's saved bitmaps are "
                   "dropped", persist_dir (), name);
     persist_set_aside (name);
+    *cause = "its node file could not be read";
     return 0;
   }
   state_reader_init (&r, data, len);
@@ -187,6 +231,7 @@ persist_load_node (struct node *n, struct qmp_error *err)
     nbdkit_error ("checkpoint: %s/%s is malformed: the node's saved "
                   "bitmaps are dropped", persist_dir (), name);
     persist_set_aside (name);
+    *cause = "its node file was damaged";
     return 0;
   }
   /* In use from now on, until saved cleanly: durably, or a crash could
@@ -196,5 +241,22 @@ persist_load_node (struct node *n, struct qmp_error *err)
    */
   if (clean && persist_save_node (n, false, true) == -1)
     mark_all_inconsistent (n);
+  *cause = "its node file does not list it";
+  return 0;
+}
+
+int
+persist_load_node (struct node *n, struct qmp_error *err)
+{
+  CLEANUP_FREE char *name = NULL;
+  const char *cause = NULL;
+
+  if (asprintf (&name, "node.%s", n->name) == -1) {
+    qmp_error (err, "out of memory");
+    return -1;
+  }
+  if (read_node_file (n, name, &cause, err) == -1)
+    return -1;
+  stand_in_lost_bitmaps (n, cause);
   return 0;
 }

@@ -4,10 +4,12 @@
 /* Pull backups: lifecycle and the export registry (see pull-backup.h). */
 #include <config.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cleanup.h"
 #include "bitmap.h"
@@ -28,6 +30,8 @@ struct backup {
   char *label;                  /* "backup ID", in messages */
   char *incremental;            /* base checkpoint, or NULL */
   char *checkpoint;             /* checkpoint created with it, or NULL */
+  uint64_t checkpoint_serial;   /* that very checkpoint (its name may be
+                                 * reused after it is deleted) */
   struct backup_export *exports;        /* array */
   size_t nr_exports;
   /* Changed from any thread under the lock (lock order: backups_lock,
@@ -143,19 +147,30 @@ backup_free (struct backup *b)
   free (b);
 }
 
-/* Is NAME already an export (a node or a backup's)? */
 static bool
-export_taken (const char *name)
+has_export (const struct backup *b, size_t nr, const char *name)
 {
-  struct backup *b;
   size_t i;
 
-  if (nodes_find (name))
+  for (i = 0; i < nr; i++)
+    if (b->exports[i].name && strcmp (b->exports[i].name, name) == 0)
+      return true;
+  return false;
+}
+
+/* Is NAME already an export: a node's, another backup's, or one of the
+ * first NR of MAKING, the backup being made?
+ */
+static bool
+export_taken (const struct backup *making, size_t nr, const char *name)
+{
+  struct backup *b;
+
+  if (nodes_find (name) || has_export (making, nr, name))
     return true;
   for (b = backups; b; b = b->next)
-    for (i = 0; i < b->nr_exports; i++)
-      if (b->exports[i].name && strcmp (b->exports[i].name, name) == 0)
-        return true;
+    if (has_export (b, b->nr_exports, name))
+      return true;
   return false;
 }
 
@@ -243,7 +258,7 @@ export_init (struct backup *b, size_t i, struct node *n, const char *name,
     qmp_error (err, "Export name must be 1 to 4096 bytes");
     return -1;
   }
-  if (export_taken (e->name)) {
+  if (export_taken (b, i, e->name)) {
     qmp_error (err, "Export '%s' already exists", e->name);
     return -1;
   }
@@ -305,14 +320,15 @@ backup_unlink (struct backup *b)
     }
 }
 
-/* Mark B ended; free it now or when its last export closes.  ENDED
- * is written under both locks, so backup_export_close may read it
- * under backups_lock alone.
+/* Mark B ended and give its scratch back; free it now or when its
+ * last export closes.  ENDED is written under both locks, so
+ * backup_export_close may read it under backups_lock alone.
  */
 static void
 backup_retire (struct backup *b)
 {
   bool free_now;
+  size_t i;
 
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&backups_lock);
@@ -322,6 +338,9 @@ backup_retire (struct backup *b)
   }
   if (free_now)
     backup_free (b);
+  else
+    for (i = 0; i < b->nr_exports; i++)
+      cbw_discard (b->exports[i].cbw);
 }
 
 /* Undo of backup-begin: the backup never existed. */
@@ -361,6 +380,7 @@ create_checkpoint (struct txn *t, struct backup *b,
                    const struct backup_spec *spec, struct qmp_error *err)
 {
   string_vector disks = empty_vector;
+  struct checkpoint *c;
   size_t i;
   int r = -1;
 
@@ -370,8 +390,10 @@ create_checkpoint (struct txn *t, struct backup *b,
   }
   for (i = 0; i < b->nr_exports; i++)
     string_vector_append (&disks, cbw_node (b->exports[i].cbw)->name);
-  if (checkpoints_create (t, spec->checkpoint, spec->checkpoint_description,
-                          &disks, err) != NULL) {
+  c = checkpoints_create (t, spec->checkpoint, spec->checkpoint_description,
+                          &disks, err);
+  if (c) {
+    b->checkpoint_serial = c->serial;
     if ((b->checkpoint = strdup (spec->checkpoint)) != NULL)
       r = 0;
     else
@@ -392,17 +414,65 @@ count_nodes (void)
   return nr;
 }
 
+/* Descriptors kept free for everything else: saving the state
+ * directory, new NBD and QMP connections, the plugin's own.
+ */
+#define FDS_RESERVED 64
+
+static long
+open_fds (void)
+{
+  DIR *d = opendir ("/proc/self/fd");
+  long n = -1;                  /* the directory's own */
+
+  if (d == NULL)
+    return -1;
+  while (readdir (d))
+    n++;
+  closedir (d);
+  return n - 2;                 /* "." and ".." */
+}
+
+/* A backup holds BLOCK_COPY_FDS descriptors per disk until it ends:
+ * refuse one that would leave too few for the rest (then nothing could
+ * be saved, nor a client served), saying what the budget is.
+ */
+static int
+check_fd_budget (size_t nr_disks, struct qmp_error *err)
+{
+  struct rlimit rl;
+  long used = open_fds ();
+  unsigned long need = nr_disks * BLOCK_COPY_FDS;
+
+  if (used < 0 || getrlimit (RLIMIT_NOFILE, &rl) == -1 ||
+      rl.rlim_cur == RLIM_INFINITY)
+    return 0;
+  if (used + need + FDS_RESERVED > rl.rlim_cur) {
+    qmp_error (err, "Cannot begin a backup of %zu disk(s): it needs %lu "
+               "file descriptors (%d per disk) and %lu of the limit of %lu "
+               "are in use, %d kept free (raise ulimit -n, or end other "
+               "backups)", nr_disks, need, BLOCK_COPY_FDS,
+               (unsigned long) used, (unsigned long) rl.rlim_cur,
+               FDS_RESERVED);
+    return -1;
+  }
+  return 0;
+}
+
 struct backup *
 backup_begin (struct txn *t, const struct backup_spec *spec,
               struct qmp_error *err)
 {
+  size_t nr = spec->disks ? spec->nr_disks : count_nodes ();
   struct backup *b;
 
   if (spec->id && backups_find (spec->id)) {
     qmp_error (err, "Backup '%s' already exists", spec->id);
     return NULL;
   }
-  b = backup_new (spec, spec->disks ? spec->nr_disks : count_nodes (), err);
+  if (check_fd_budget (nr, err) == -1)
+    return NULL;
+  b = backup_new (spec, nr, err);
   if (b == NULL)
     return NULL;
   if (init_exports (b, spec, err) == -1) {
@@ -423,47 +493,21 @@ backup_begin (struct txn *t, const struct backup_spec *spec,
   return b;
 }
 
-/* Ending: undone, the backup goes on; committed, it is retired. */
-static void
-undo_end (void *p)
+void
+backup_end (struct backup *b)
 {
-  struct backup *b = p;
-  struct qmp_error err = { 0 };
-
-  /* Cannot fail: the hooks it had are still reserved. */
-  backup_link (b, &err);
-  qmp_error_clear (&err);
-}
-
-static void
-commit_end (void *p)
-{
-  backup_retire (p);
-}
-
-static const struct txn_step_ops end_ops = {
-  .undo = undo_end, .commit = commit_end,
-};
-
-int
-backup_end (struct txn *t, struct backup *b, bool success,
-            struct qmp_error *err)
-{
-  struct checkpoint *c;
-
   backup_unlink (b);
-  if (txn_add (t, &end_ops, b) == -1) {
-    qmp_error (err, "out of memory");
-    return -1;
-  }
-  /* A failed backup must not move the base of the next incremental:
-   * deleting its checkpoint merges that checkpoint's changes back.
-   */
-  if (!success && b->checkpoint &&
-      (c = checkpoints_find (b->checkpoint)) != NULL &&
-      checkpoints_delete (t, c, false, err) == -1)
-    return -1;
-  return 0;
+  backup_retire (b);
+}
+
+struct checkpoint *
+backup_own_checkpoint (const struct backup *b)
+{
+  struct checkpoint *c = b->checkpoint ? checkpoints_find (b->checkpoint)
+                                       : NULL;
+
+  /* Only its own: one deleted since is gone, whatever has its name now. */
+  return c && c->serial == b->checkpoint_serial ? c : NULL;
 }
 
 void

@@ -7,9 +7,9 @@
  * copy-before-write (engines/cbw.h) and read through
  * engines/snapshot-access.h.
  *
- * Lifecycle: backup_begin and backup_end run inside a txn (monitor lock
- * held, every node's barrier raised), so the freeze is one instant and
- * ending is undone with the transaction.  An ended or failed backup's
+ * Lifecycle: backup_begin runs inside a txn (monitor lock held, every
+ * node's barrier raised), so the freeze is one instant and is undone
+ * with the transaction; backup_end always succeeds.  An ended or failed backup's
  * exports refuse new connections and fail I/O on open ones; the backup
  * is freed with its last connection.
  *
@@ -32,6 +32,7 @@
 #include "qmp.h"
 #include "core/txn.h"
 #include "core/node.h"
+#include "core/checkpoint-chain.h"
 #include "engines/cbw.h"
 
 struct backup;
@@ -60,8 +61,15 @@ extern void backups_set_scratch_dir (const char *dir);
 extern struct backup *backup_begin (struct txn *t,
                                     const struct backup_spec *spec,
                                     struct qmp_error *err);
-extern int backup_end (struct txn *t, struct backup *b, bool success,
-                       struct qmp_error *err);
+/* Every node's barrier raised; cannot fail (nothing of it is saved):
+ * the exports end and the scratch is given back at once, even when the
+ * state directory is full.
+ */
+extern void backup_end (struct backup *b);
+/* The checkpoint B created, if it is still there (not one that got its
+ * name since); NULL otherwise.
+ */
+extern struct checkpoint *backup_own_checkpoint (const struct backup *b);
 extern struct backup *backups_find (const char *id);
 extern const char *backup_id (const struct backup *b);
 /* Newest first; NULL after the last. */

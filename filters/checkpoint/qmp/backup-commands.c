@@ -13,6 +13,7 @@
 #include <nbdkit-filter.h>
 
 #include "vector.h"
+#include "core/checkpoint-chain.h"
 #include "features/pull-backup.h"
 #include "qmp/actions.h"
 #include "qmp/commands.h"
@@ -124,26 +125,42 @@ begin_action (struct txn *t, json_t *args, struct qmp_error *err)
                     "exports", backup_describe_exports (b));
 }
 
-/* Ending a backup: its exports go at commit, with the changes of
- * success=false (its checkpoint deleted).
+/* Ending a backup always works, and frees its scratch at once (a full
+ * scratch store must never make a backup unendable).  success=false
+ * then deletes the checkpoint it created, in a change of its own: if
+ * that cannot be saved, the error says so and the checkpoint stays.
  */
 static json_t *
 end_command (json_t *args, struct qmp_error *err)
 {
   const char *id = qmp_arg_str (args, "id", "");
   struct backup *b = backups_find (id);
+  struct checkpoint *c;
+  struct qmp_error why = { 0 };
   struct txn t;
 
   if (b == NULL) {
     qmp_error (err, "Backup '%s' not found", id);
     return NULL;
   }
+  c = qmp_arg_bool (args, "success", true) ? NULL : backup_own_checkpoint (b);
   change_begin (&t);
-  if (backup_end (&t, b, qmp_arg_bool (args, "success", true), err) == -1) {
+  backup_end (b);
+  change_commit (&t, err);      /* nothing to save: cannot fail */
+  if (c == NULL)
+    return json_object ();
+  change_begin (&t);
+  if (checkpoints_delete (&t, c, false, &why) == -1) {
     change_abort (&t);
-    return NULL;
   }
-  return change_commit (&t, err) == 0 ? json_object () : NULL;
+  else if (change_commit (&t, &why) == 0)
+    return json_object ();
+  qmp_error (err, "Backup '%s' ended, but its checkpoint '%s' could not be "
+             "deleted: %s; delete it (checkpoint-delete) before taking an "
+             "incremental backup from it", id, c->name,
+             why.desc ? why.desc : "out of memory");
+  qmp_error_clear (&why);
+  return NULL;
 }
 
 static json_t *
