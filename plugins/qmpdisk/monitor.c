@@ -118,7 +118,7 @@ blockdev_add (json_t *args, struct qmp_error *err)
   const char *driver = qmp_arg_str (args, "driver", NULL);
   const char *node = qmp_arg_str (args, "node-name", NULL);
   bool readonly = qmp_arg_bool (args, "read-only", false);
-  CLEANUP_FREE char *target = NULL, *errmsg = NULL, *why = NULL;
+  CLEANUP_FREE char *target = NULL, *errmsg = NULL;
   struct disk *d;
 
   if (strcmp (driver, "nbd") == 0) {
@@ -162,11 +162,12 @@ blockdev_add (json_t *args, struct qmp_error *err)
     bool ok;
 
     d = disks_get (node);
-    ok = hooks->added (node, disk_size (d), &why);
+    ok = hooks->added (node, disk_size (d), err);
     disks_put (d);
     if (!ok) {
       disks_remove (node, NULL);
-      qmp_error (err, "%s", why ? why : "refused by the checkpoint filter");
+      /* The filter's reason if it gave one (the first error stays). */
+      qmp_error (err, "refused by the checkpoint filter");
       return NULL;
     }
   }
@@ -177,7 +178,7 @@ static json_t *
 blockdev_del (json_t *args, struct qmp_error *err)
 {
   const char *node = qmp_arg_str (args, "node-name", NULL);
-  CLEANUP_FREE char *errmsg = NULL, *why = NULL;
+  CLEANUP_FREE char *errmsg = NULL;
   struct disk *d = disks_get (node);
 
   if (d == NULL || strcmp (node, "") == 0) {
@@ -187,8 +188,8 @@ blockdev_del (json_t *args, struct qmp_error *err)
     return NULL;
   }
   disks_put (d);
-  if (hooks && !hooks->may_remove (node, &why)) {
-    qmp_error (err, "%s", why ? why : "Node is in use");
+  if (hooks && !hooks->may_remove (node, err)) {
+    qmp_error (err, "Node is in use");
     return NULL;
   }
   if (disks_remove (node, &errmsg) == -1) {
@@ -206,7 +207,7 @@ block_resize (json_t *args, struct qmp_error *err)
   const char *node = qmp_arg_str (args, "node-name",
                                   qmp_arg_str (args, "device", NULL));
   int64_t size = qmp_arg_int (args, "size", 0);
-  CLEANUP_FREE char *errmsg = NULL, *why = NULL;
+  CLEANUP_FREE char *errmsg = NULL;
   struct disk *d;
   uint64_t old;
   bool grow;
@@ -222,8 +223,8 @@ block_resize (json_t *args, struct qmp_error *err)
   }
   old = disk_size (d);
   disks_put (d);
-  if (hooks && !hooks->may_resize (node, size, &why)) {
-    qmp_error (err, "%s", why ? why : "Node is in use");
+  if (hooks && !hooks->may_resize (node, size, err)) {
+    qmp_error (err, "Node is in use");
     return NULL;
   }
   /* The bitmaps must cover every byte a connection can see: they grow
@@ -329,7 +330,7 @@ static const struct qmp_disk_services disk_services = {
 };
 
 __attribute__ ((visibility ("default")))
-const struct qmp_peer qmpdisk_peer_v2 = {
+const struct qmp_peer qmpdisk_peer_v3 = {
   .version = QMP_PEER_VERSION,
   .commands = &command_set,
   .attach = qmp_attach,
