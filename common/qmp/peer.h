@@ -28,8 +28,8 @@
 
 #include "qmp.h"
 
-#define QMP_PEER_VERSION 2
-#define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v2"
+#define QMP_PEER_VERSION 3
+#define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v3"
 
 /* Lent by the host to its peer. */
 struct qmp_host {
@@ -40,21 +40,25 @@ struct qmp_host {
 
 /* What the filter tells the plugin about its nodes (the filter keeps
  * bitmaps and checkpoints per node).  Called with the monitor lock held.
+ * The functions that can refuse return false after setting *ERR (its
+ * desc is the reason, NULL if even that allocation failed); the caller
+ * owns *ERR and clears it.
  */
 struct qmp_node_hooks {
-  /* May NODE be removed?  False with a malloc'ed reason if not. */
-  bool (*may_remove) (const char *node, char **why);
-  /* NODE was added at run time with SIZE bytes.  False with a reason
-   * refuses the add (e.g. saved state recorded another size).
+  /* May NODE be removed? */
+  bool (*may_remove) (const char *node, struct qmp_error *err);
+  /* NODE was added at run time with SIZE bytes.  False refuses the add
+   * (e.g. saved state recorded another size).
    */
-  bool (*added) (const char *node, uint64_t size, char **why);
+  bool (*added) (const char *node, uint64_t size, struct qmp_error *err);
   void (*removed) (const char *node);
   /* May NODE be resized?  Then resized gives its bitmaps the new
    * size: before the disk grows (so that they cover every byte a
    * connection can see; called again with the old size if growing
    * fails), after it shrinks.
    */
-  bool (*may_resize) (const char *node, uint64_t size, char **why);
+  bool (*may_resize) (const char *node, uint64_t size,
+                      struct qmp_error *err);
   void (*resized) (const char *node, uint64_t size);
 };
 

@@ -90,37 +90,23 @@ lifecycle_config (const char *key, const char *value)
 /* Hooks called by the plugin, with the monitor lock held. */
 
 static bool
-set_why (char **why, struct qmp_error *err)
-{
-  *why = err->desc;
-  err->desc = NULL;
-  qmp_error_clear (err);
-  return false;
-}
-
-static bool
-hook_may_remove (const char *name, char **why)
+hook_may_remove (const char *name, struct qmp_error *err)
 {
   struct node *n = nodes_find (name);
-  struct qmp_error err = { 0 };
 
   if (n && (n->bitmaps || backups_use_node (n))) {
-    qmp_error (&err, "Node '%s' has %s: end or remove them first", name,
+    qmp_error (err, "Node '%s' has %s: end or remove them first", name,
                backups_use_node (n) ? "active backups" : "dirty bitmaps");
-    return set_why (why, &err);
+    return false;
   }
   return true;
 }
 
 /* A disk added at run time: a node, with its saved bitmaps if any. */
 static bool
-hook_added (const char *name, uint64_t size, char **why)
+hook_added (const char *name, uint64_t size, struct qmp_error *err)
 {
-  struct qmp_error err = { 0 };
-
-  if (nodes_add (name, size, &err) == NULL)
-    return set_why (why, &err);
-  return true;
+  return nodes_add (name, size, err) != NULL;
 }
 
 static void
@@ -133,22 +119,21 @@ hook_removed (const char *name)
 }
 
 static bool
-hook_may_resize (const char *name, uint64_t size, char **why)
+hook_may_resize (const char *name, uint64_t size, struct qmp_error *err)
 {
   struct node *n = nodes_find (name);
-  struct qmp_error err = { 0 };
   struct dirty_bitmap *d;
 
   if (n && backups_use_node (n)) {
-    qmp_error (&err, "Cannot resize '%s' during a backup", name);
-    return set_why (why, &err);
+    qmp_error (err, "Cannot resize '%s' during a backup", name);
+    return false;
   }
   if (n && size < n->size)
     for (d = n->bitmaps; d; d = d->next)
       if (dirty_bitmap_busy (d)) {
-        qmp_error (&err, "Cannot shrink '%s' while bitmap '%s' is busy",
+        qmp_error (err, "Cannot shrink '%s' while bitmap '%s' is busy",
                    name, d->name);
-        return set_why (why, &err);
+        return false;
       }
   return true;
 }

@@ -23,6 +23,7 @@
 #include <nbdkit-plugin.h>
 
 #include "cleanup.h"
+#include "qmp.h"
 #include "backend.h"
 
 struct fd_backend {
@@ -334,7 +335,7 @@ same_file (int fd1, int fd2)
 }
 
 static int
-fd_open_rw (struct backend *b, char **errmsg)
+fd_open_rw (struct backend *b, struct qmp_error *err)
 {
   struct fd_backend *f = (struct fd_backend *) b;
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&f->rw_lock);
@@ -344,17 +345,17 @@ fd_open_rw (struct backend *b, char **errmsg)
     return 0;
   fd = open_path (f->path, O_RDWR);
   if (fd == -1) {
-    int err = errno;
+    int saved_errno = errno;
 
-    set_errmsg (errmsg, "Could not open '%s' for writing: %s",
-                f->path, strerror (err));
-    errno = err;
+    qmp_error (err, "Could not open '%s' for writing: %s",
+               f->path, strerror (saved_errno));
+    errno = saved_errno;
     return -1;
   }
   /* The path may name another file by now. */
   if (!same_file (fd, f->rdfd)) {
-    set_errmsg (errmsg, "Could not open '%s' for writing: "
-                "it was replaced since the disk was added", f->path);
+    qmp_error (err, "Could not open '%s' for writing: "
+               "it was replaced since the disk was added", f->path);
     close (fd);
     errno = ESTALE;
     return -1;
@@ -364,24 +365,24 @@ fd_open_rw (struct backend *b, char **errmsg)
 }
 
 static int
-fd_resize (struct backend *b, uint64_t size, char **errmsg)
+fd_resize (struct backend *b, uint64_t size, struct qmp_error *err)
 {
   struct fd_backend *f = (struct fd_backend *) b;
   int r;
 
   if (f->is_block) {
-    set_errmsg (errmsg, "Cannot %s device files",
-                size > b->size ? "grow" : "shrink");
+    qmp_error (err, "Cannot %s device files",
+               size > b->size ? "grow" : "shrink");
     return -1;
   }
-  if (fd_open_rw (b, errmsg) == -1)
+  if (fd_open_rw (b, err) == -1)
     return -1;
   do
     r = ftruncate (f->rwfd, size);
   while (r == -1 && errno == EINTR);
   if (r == -1) {
-    set_errmsg (errmsg, "Could not resize '%s': %s",
-                f->path, strerror (errno));
+    qmp_error (err, "Could not resize '%s': %s",
+               f->path, strerror (errno));
     return -1;
   }
   return 0;
@@ -416,12 +417,12 @@ static const struct backend_ops fd_ops = {
 
 /* Fills in the kind and size from the open descriptor. */
 static int
-probe (struct fd_backend *f, char **errmsg)
+probe (struct fd_backend *f, struct qmp_error *err)
 {
   struct stat st;
 
   if (fstat (f->rdfd, &st) == -1) {
-    set_errmsg (errmsg, "Could not open '%s': %s", f->path, strerror (errno));
+    qmp_error (err, "Could not open '%s': %s", f->path, strerror (errno));
     return -1;
   }
   if (S_ISREG (st.st_mode)) {
@@ -430,15 +431,15 @@ probe (struct fd_backend *f, char **errmsg)
     return 0;
   }
   if (!S_ISBLK (st.st_mode)) {
-    set_errmsg (errmsg, "Could not open '%s': not a regular file "
-                "or a block device", f->path);
+    qmp_error (err, "Could not open '%s': not a regular file "
+               "or a block device", f->path);
     return -1;
   }
   f->is_block = true;
   f->b.driver = "host_device";
   if (ioctl (f->rdfd, BLKGETSIZE64, &f->b.size) == -1) {
-    set_errmsg (errmsg, "Could not get the size of '%s': %s",
-                f->path, strerror (errno));
+    qmp_error (err, "Could not get the size of '%s': %s",
+               f->path, strerror (errno));
     return -1;
   }
   return 0;
@@ -446,14 +447,14 @@ probe (struct fd_backend *f, char **errmsg)
 
 struct backend *
 file_backend_open (const char *path, bool readonly, bool defer_rw,
-                   char **errmsg)
+                   struct qmp_error *err)
 {
   bool rw_now = !readonly && !defer_rw;
   struct fd_backend *f;
 
   f = calloc (1, sizeof *f);
   if (f == NULL || (f->path = strdup (path)) == NULL) {
-    set_errmsg (errmsg, "%s", strerror (errno));
+    qmp_error (err, "%s", strerror (errno));
     free (f);
     return NULL;
   }
@@ -463,11 +464,11 @@ file_backend_open (const char *path, bool readonly, bool defer_rw,
 
   f->rdfd = open_path (path, rw_now ? O_RDWR : O_RDONLY);
   if (f->rdfd == -1) {
-    set_errmsg (errmsg, "Could not open '%s': %s", path, strerror (errno));
+    qmp_error (err, "Could not open '%s': %s", path, strerror (errno));
     fd_close (&f->b);
     return NULL;
   }
-  if (probe (f, errmsg) == -1) {
+  if (probe (f, err) == -1) {
     fd_close (&f->b);
     return NULL;
   }

@@ -25,6 +25,7 @@
 #include <nbdkit-plugin.h>
 
 #include "cleanup.h"
+#include "qmp.h"
 #include "rounding.h"
 #include "backend.h"
 #include "shutdown.h"
@@ -241,15 +242,15 @@ remote_cache (struct backend *b, uint32_t count, uint64_t offset)
 }
 
 static int
-remote_open_rw (struct backend *b, char **errmsg)
+remote_open_rw (struct backend *b, struct qmp_error *err)
 {
   return 0;                     /* checked when connecting */
 }
 
 static int
-remote_resize (struct backend *b, uint64_t size, char **errmsg)
+remote_resize (struct backend *b, uint64_t size, struct qmp_error *err)
 {
-  set_errmsg (errmsg, "Cannot resize NBD nodes");
+  qmp_error (err, "Cannot resize NBD nodes");
   return -1;
 }
 
@@ -325,17 +326,17 @@ get_block_sizes (struct nbd_backend *n)
 
 /* Reads what the server can do.  Call once, after connecting. */
 static int
-get_capabilities (struct nbd_backend *n, bool readonly, char **errmsg)
+get_capabilities (struct nbd_backend *n, bool readonly, struct qmp_error *err)
 {
   int64_t size = nbd_get_size (n->nbd);
 
   if (size == -1) {
-    set_errmsg (errmsg, "Could not open '%s': %s", n->uri, last_error ());
+    qmp_error (err, "Could not open '%s': %s", n->uri, last_error ());
     return -1;
   }
   if (!readonly && nbd_is_read_only (n->nbd) == 1) {
-    set_errmsg (errmsg, "Could not open '%s': NBD export is read-only",
-                n->uri);
+    qmp_error (err, "Could not open '%s': NBD export is read-only",
+               n->uri);
     return -1;
   }
   n->b.size = size;
@@ -377,7 +378,7 @@ now_ms (void)
  * before the clock starts: libnbd calls getaddrinfo synchronously.)
  */
 static int
-connect_bounded (struct nbd_backend *n, char **errmsg)
+connect_bounded (struct nbd_backend *n, struct qmp_error *err)
 {
   int64_t deadline = now_ms () + (int64_t) connect_timeout * 1000;
   int stop_fd = shutdown_fd ();
@@ -395,9 +396,9 @@ connect_bounded (struct nbd_backend *n, char **errmsg)
     int r;
 
     if (left <= 0) {
-      set_errmsg (errmsg, "Could not open '%s': the NBD server did not "
-                  "complete the handshake within %u s (connect-timeout)",
-                  n->uri, connect_timeout);
+      qmp_error (err, "Could not open '%s': the NBD server did not "
+                 "complete the handshake within %u s (connect-timeout)",
+                 n->uri, connect_timeout);
       return -1;
     }
     if (fds[0].fd == -1)
@@ -410,13 +411,13 @@ connect_bounded (struct nbd_backend *n, char **errmsg)
     if (r == -1 && errno == EINTR)
       continue;
     if (r == -1) {
-      set_errmsg (errmsg, "Could not open '%s': poll: %s",
-                  n->uri, strerror (errno));
+      qmp_error (err, "Could not open '%s': poll: %s",
+                 n->uri, strerror (errno));
       return -1;
     }
     if (fds[1].revents & POLLIN) {
-      set_errmsg (errmsg, "Could not open '%s': nbdkit is shutting down",
-                  n->uri);
+      qmp_error (err, "Could not open '%s': nbdkit is shutting down",
+                 n->uri);
       return -1;
     }
     if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) &&
@@ -433,7 +434,7 @@ connect_bounded (struct nbd_backend *n, char **errmsg)
     return 0;
 
  libnbd_error:
-  set_errmsg (errmsg, "Could not open '%s': %s", n->uri, last_error ());
+  qmp_error (err, "Could not open '%s': %s", n->uri, last_error ());
   return -1;
 }
 
@@ -527,13 +528,13 @@ is_loopback (int fd)
 }
 
 struct backend *
-nbd_backend_open (const char *uri, bool readonly, char **errmsg)
+nbd_backend_open (const char *uri, bool readonly, struct qmp_error *err)
 {
   struct nbd_backend *n;
 
   n = calloc (1, sizeof *n);
   if (n == NULL || (n->uri = strdup (uri)) == NULL) {
-    set_errmsg (errmsg, "%s", strerror (errno));
+    qmp_error (err, "%s", strerror (errno));
     free (n);
     return NULL;
   }
@@ -544,22 +545,22 @@ nbd_backend_open (const char *uri, bool readonly, char **errmsg)
   n->nbd = nbd_create ();
   if (n->nbd == NULL ||
       nbd_add_meta_context (n->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1) {
-    set_errmsg (errmsg, "Could not open '%s': %s", uri, last_error ());
+    qmp_error (err, "Could not open '%s': %s", uri, last_error ());
     remote_close (&n->b);
     return NULL;
   }
-  if (connect_bounded (n, errmsg) == -1) {
+  if (connect_bounded (n, err) == -1) {
     remote_close (&n->b);
     return NULL;
   }
   n->fd = nbd_aio_get_fd (n->nbd);
   if (n->fd >= 0 && is_loopback (n->fd)) {
-    set_errmsg (errmsg, "Could not open '%s': it is this nbdkit's own "
-                "NBD server; a node cannot be served from itself", uri);
+    qmp_error (err, "Could not open '%s': it is this nbdkit's own "
+               "NBD server; a node cannot be served from itself", uri);
     remote_close (&n->b);
     return NULL;
   }
-  if (get_capabilities (n, readonly, errmsg) == -1) {
+  if (get_capabilities (n, readonly, err) == -1) {
     remote_close (&n->b);
     return NULL;
   }

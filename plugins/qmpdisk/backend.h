@@ -11,6 +11,9 @@
  * called from any number of threads at once, report failures with
  * nbdkit_error and nbdkit_set_error and return -1.  Capabilities are
  * fixed when the backend is opened and never change afterwards.
+ *
+ * Opening, open_rw and resize fail by returning NULL or -1 after
+ * setting *err (common/qmp/qmp.h) to a message worded like QEMU's.
  */
 #ifndef QMPDISK_BACKEND_H
 #define QMPDISK_BACKEND_H
@@ -19,6 +22,7 @@
 #include <stdint.h>
 
 struct nbdkit_extents;
+struct qmp_error;
 struct backend;
 
 struct backend_ops {
@@ -40,11 +44,10 @@ struct backend_ops {
 
   /* Management, called by disks.c only.  open_rw makes the backend
    * writable (idempotent, thread-safe; on failure errno is set too);
-   * resize changes the size; both return -1 with a malloc'ed message
-   * in *errmsg.
+   * resize changes the size; both return -1 after setting *err.
    */
-  int (*open_rw) (struct backend *b, char **errmsg);
-  int (*resize) (struct backend *b, uint64_t size, char **errmsg);
+  int (*open_rw) (struct backend *b, struct qmp_error *err);
+  int (*resize) (struct backend *b, uint64_t size, struct qmp_error *err);
   /* Optional: cut a network connection now, without waiting and
    * without freeing anything (operations fail from then on); close
    * still follows.  Async with the data operations.
@@ -71,7 +74,7 @@ struct backend {
  */
 extern struct backend *file_backend_open (const char *path,
                                           bool readonly, bool defer_rw,
-                                          char **errmsg);
+                                          struct qmp_error *err);
 
 /* Connects to an NBD URI with libnbd; refuses this nbdkit's own
  * server.  nbd_backend_init records our pid before nbdkit forks.
@@ -81,12 +84,6 @@ extern void nbd_backend_init (void);
 #define NBD_CONNECT_TIMEOUT_DEFAULT 10
 extern void nbd_backend_set_timeout (unsigned seconds);
 extern struct backend *nbd_backend_open (const char *uri, bool readonly,
-                                         char **errmsg);
-
-/* Sets *errmsg (if errmsg is not NULL) to a formatted, malloc'ed
- * message; on allocation failure *errmsg is NULL.
- */
-extern void set_errmsg (char **errmsg, const char *fs, ...)
-  __attribute__ ((format (printf, 2, 3)));
+                                         struct qmp_error *err);
 
 #endif /* QMPDISK_BACKEND_H */

@@ -7,7 +7,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <inttypes.h>
 #include <string.h>
@@ -19,6 +18,7 @@
 #include <nbdkit-plugin.h>
 
 #include "cleanup.h"
+#include "qmp.h"
 #include "disks.h"
 #include "qmpdisk.h"
 
@@ -38,19 +38,6 @@ static pthread_mutex_t disks_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct disk *disks;      /* in order of addition */
 static bool shutting_down;      /* disks_disconnect_remote was called */
 
-void
-set_errmsg (char **errmsg, const char *fs, ...)
-{
-  va_list args;
-
-  if (errmsg == NULL)
-    return;
-  va_start (args, fs);
-  if (vasprintf (errmsg, fs, args) == -1)
-    *errmsg = NULL;
-  va_end (args);
-}
-
 /* QEMU's rule: a letter, then letters, digits, '-', '.' or '_'.  Plain
  * ASCII tests, so that the locale cannot change the answer.
  */
@@ -61,7 +48,7 @@ is_letter (char c)
 }
 
 static int
-check_node_name (const char *node, char **errmsg)
+check_node_name (const char *node, struct qmp_error *err)
 {
   size_t i;
 
@@ -75,14 +62,14 @@ check_node_name (const char *node, char **errmsg)
       goto invalid;
   }
   if (i > DISK_NODE_NAME_MAX) {
-    set_errmsg (errmsg, "Node name too long: '%s' (at most %d characters)",
-                node, DISK_NODE_NAME_MAX);
+    qmp_error (err, "Node name too long: '%s' (at most %d characters)",
+               node, DISK_NODE_NAME_MAX);
     return -1;
   }
   return 0;
 
  invalid:
-  set_errmsg (errmsg, "Invalid node-name: '%s'", node);
+  qmp_error (err, "Invalid node-name: '%s'", node);
   return -1;
 }
 
@@ -114,23 +101,23 @@ free_disk (struct disk *d)
 
 static struct backend *
 open_backend (const char *driver, const char *target, bool readonly,
-              bool defer_rw, char **errmsg)
+              bool defer_rw, struct qmp_error *err)
 {
   struct backend *b;
 
   if (strcmp (driver, "nbd") == 0)
-    return nbd_backend_open (target, readonly, errmsg);
+    return nbd_backend_open (target, readonly, err);
   if (strcmp (driver, "file") != 0 && strcmp (driver, "host_device") != 0) {
-    set_errmsg (errmsg, "Parameter 'driver' does not accept value '%s'",
-                driver);
+    qmp_error (err, "Parameter 'driver' does not accept value '%s'",
+               driver);
     return NULL;
   }
 
-  b = file_backend_open (target, readonly, defer_rw, errmsg);
+  b = file_backend_open (target, readonly, defer_rw, err);
   if (b && strcmp (driver, "host_device") == 0 &&
       strcmp (b->driver, "host_device") != 0) {
-    set_errmsg (errmsg, "'host_device' driver requires '%s' to be a "
-                "block device", target);
+    qmp_error (err, "'host_device' driver requires '%s' to be a "
+               "block device", target);
     b->ops->close (b);
     return NULL;
   }
@@ -149,26 +136,26 @@ free_unlisted (struct disk *d)
 
 /* Call with disks_lock held. */
 static int
-check_unique_locked (const char *node, char **errmsg)
+check_unique_locked (const char *node, struct qmp_error *err)
 {
   if (find_locked (node, false) == NULL)
     return 0;
-  set_errmsg (errmsg, "Duplicate nodes with node-name='%s'", node);
+  qmp_error (err, "Duplicate nodes with node-name='%s'", node);
   return -1;
 }
 
 /* Appends d to the list unless its name was taken meanwhile. */
 static int
-insert_disk (struct disk *d, char **errmsg)
+insert_disk (struct disk *d, struct qmp_error *err)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
   struct disk **pp;
 
   if (shutting_down) {
-    set_errmsg (errmsg, "nbdkit is shutting down");
+    qmp_error (err, "nbdkit is shutting down");
     return -1;
   }
-  if (check_unique_locked (d->node, errmsg) == -1)
+  if (check_unique_locked (d->node, err) == -1)
     return -1;
   for (pp = &disks; *pp; pp = &(*pp)->next)
     ;
@@ -178,28 +165,28 @@ insert_disk (struct disk *d, char **errmsg)
 
 static struct disk *
 prepare_disk (const char *node, const char *driver, const char *target,
-              bool readonly, bool defer_rw, char **errmsg)
+              bool readonly, bool defer_rw, struct qmp_error *err)
 {
   struct disk *d;
 
-  if (check_node_name (node, errmsg) == -1)
+  if (check_node_name (node, err) == -1)
     return NULL;
 
   /* Checked before opening too: opening an NBD URI can be slow. */
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
-    if (check_unique_locked (node, errmsg) == -1)
+    if (check_unique_locked (node, err) == -1)
       return NULL;
   }
 
   d = calloc (1, sizeof *d);
   if (d == NULL || (d->node = strdup (node)) == NULL ||
       (d->path = strdup (target)) == NULL) {
-    set_errmsg (errmsg, "%s", strerror (errno));
+    qmp_error (err, "%s", strerror (errno));
     free_unlisted (d);
     return NULL;
   }
-  d->b = open_backend (driver, target, readonly, defer_rw, errmsg);
+  d->b = open_backend (driver, target, readonly, defer_rw, err);
   if (d->b == NULL) {
     free_unlisted (d);
     return NULL;
@@ -212,15 +199,15 @@ prepare_disk (const char *node, const char *driver, const char *target,
 
 struct disk *
 disks_prepare (const char *node, const char *driver, const char *target,
-               bool readonly, char **errmsg)
+               bool readonly, struct qmp_error *err)
 {
-  return prepare_disk (node, driver, target, readonly, false, errmsg);
+  return prepare_disk (node, driver, target, readonly, false, err);
 }
 
 int
-disks_insert (struct disk *d, char **errmsg)
+disks_insert (struct disk *d, struct qmp_error *err)
 {
-  if (insert_disk (d, errmsg) == -1) {
+  if (insert_disk (d, err) == -1) {
     d->b->ops->close (d->b);
     free_unlisted (d);
     return -1;
@@ -233,25 +220,26 @@ disks_insert (struct disk *d, char **errmsg)
 
 int
 disks_add (const char *node, const char *driver, const char *target,
-           bool readonly, char **errmsg)
+           bool readonly, struct qmp_error *err)
 {
   struct disk *d = prepare_disk (node, driver, target, readonly, false,
-                                 errmsg);
+                                 err);
 
-  return d ? disks_insert (d, errmsg) : -1;
+  return d ? disks_insert (d, err) : -1;
 }
 
 int
-disks_add_from_cmdline (const char *node, const char *path, char **errmsg)
+disks_add_from_cmdline (const char *node, const char *path,
+                        struct qmp_error *err)
 {
   struct disk *d = prepare_disk (node, "file", path, server_readonly (),
-                                 true, errmsg);
+                                 true, err);
 
-  return d ? disks_insert (d, errmsg) : -1;
+  return d ? disks_insert (d, err) : -1;
 }
 
 int
-disks_remove (const char *node, char **errmsg)
+disks_remove (const char *node, struct qmp_error *err)
 {
   struct disk *d, **pp;
 
@@ -262,12 +250,12 @@ disks_remove (const char *node, char **errmsg)
         break;
     d = *pp;
     if (d == NULL) {
-      set_errmsg (errmsg, "Failed to find node with node-name='%s'", node);
+      qmp_error (err, "Failed to find node with node-name='%s'", node);
       return -1;
     }
     if (d->open_count > 0) {
-      set_errmsg (errmsg, "Node '%s' is busy: %u open connection%s",
-                  node, d->open_count, d->open_count == 1 ? "" : "s");
+      qmp_error (err, "Node '%s' is busy: %u open connection%s",
+                 node, d->open_count, d->open_count == 1 ? "" : "s");
       return -1;
     }
     *pp = d->next;
@@ -280,25 +268,25 @@ disks_remove (const char *node, char **errmsg)
 }
 
 int
-disks_resize (const char *node, uint64_t size, char **errmsg)
+disks_resize (const char *node, uint64_t size, struct qmp_error *err)
 {
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&disks_lock);
   struct disk *d = find_locked (node, false);
   uint64_t old;
 
   if (d == NULL) {
-    set_errmsg (errmsg, "Cannot find device='' nor node-name='%s'", node);
+    qmp_error (err, "Cannot find device='' nor node-name='%s'", node);
     return -1;
   }
   if (size == d->size)
     return 0;
   if (size > INT64_MAX) {
-    set_errmsg (errmsg, "Invalid size %" PRIu64 " for node '%s'",
-                size, node);
+    qmp_error (err, "Invalid size %" PRIu64 " for node '%s'",
+               size, node);
     return -1;
   }
   if (d->readonly) {
-    set_errmsg (errmsg, "Block node is read-only");
+    qmp_error (err, "Block node is read-only");
     return -1;
   }
   /* An open connection keeps the size it saw when it connected, so it
@@ -306,9 +294,9 @@ disks_resize (const char *node, uint64_t size, char **errmsg)
    * Connections open only under disks_lock, so none can slip in.
    */
   if (size < d->size && d->open_count > 0) {
-    set_errmsg (errmsg, "Cannot shrink node '%s' while it has %u open "
-                "connection%s (growing is allowed)", node, d->open_count,
-                d->open_count == 1 ? "" : "s");
+    qmp_error (err, "Cannot shrink node '%s' while it has %u open "
+               "connection%s (growing is allowed)", node, d->open_count,
+               d->open_count == 1 ? "" : "s");
     return -1;
   }
 
@@ -316,7 +304,7 @@ disks_resize (const char *node, uint64_t size, char **errmsg)
    * store their sizes out of order, and no connection opens meanwhile.
    */
   old = d->size;
-  if (d->b->ops->resize (d->b, size, errmsg) == -1)
+  if (d->b->ops->resize (d->b, size, err) == -1)
     return -1;
   nbdkit_debug ("qmpdisk: resized disk %s from %" PRIu64 " to %" PRIu64,
                 node, old, size);
@@ -412,21 +400,24 @@ disks_cleanup (void)
 static int
 open_for_writing (struct disk *d, bool *readonly)
 {
-  CLEANUP_FREE char *msg = NULL;
-  int err;
+  struct qmp_error err = { 0 };
+  int errnum, r = 0;
 
-  if (d->b->ops->open_rw (d->b, &msg) == 0)
+  if (d->b->ops->open_rw (d->b, &err) == 0)
     return 0;
-  err = errno;
-  if (err == EACCES || err == EPERM || err == EROFS) {
+  errnum = errno;
+  if (errnum == EACCES || errnum == EPERM || errnum == EROFS) {
     nbdkit_debug ("qmpdisk: %s: %s: serving it read-only",
-                  d->node, msg ? msg : strerror (err));
+                  d->node, err.desc ? err.desc : strerror (errnum));
     *readonly = true;
-    return 0;
   }
-  nbdkit_error ("%s: %s", d->node, msg ? msg : strerror (err));
-  nbdkit_set_error (err);
-  return -1;
+  else {
+    nbdkit_error ("%s: %s", d->node, err.desc ? err.desc : strerror (errnum));
+    nbdkit_set_error (errnum);
+    r = -1;
+  }
+  qmp_error_clear (&err);
+  return r;
 }
 
 struct disk *

@@ -25,10 +25,11 @@
  * take one each.  A removed disk stays valid until its last reference
  * is dropped, then its backend is closed.
  *
- * Errors.  Functions with a char **errmsg parameter return -1 and set
- * *errmsg to a malloc'ed, human-readable message (worded like QEMU's)
- * that the caller frees; *errmsg is NULL if even that allocation
- * failed.  errmsg may be NULL.
+ * Errors.  Functions with a struct qmp_error *err parameter return -1
+ * (or NULL) after setting *err (common/qmp/qmp.h) to a human-readable
+ * message worded like QEMU's, unless an error is set there already;
+ * its desc is NULL if even that allocation failed.  The caller owns
+ * *err and clears it.
  */
 #ifndef QMPDISK_DISKS_H
 #define QMPDISK_DISKS_H
@@ -49,7 +50,8 @@ struct disk;
  * readonly, the target is opened for writing at once.
  */
 extern int disks_add (const char *node, const char *driver,
-                      const char *target, bool readonly, char **errmsg);
+                      const char *target, bool readonly,
+                      struct qmp_error *err);
 
 /* disks_add in two steps, so that the slow one (connecting to an NBD
  * server) can run without the caller's locks: disks_prepare checks
@@ -60,20 +62,20 @@ extern int disks_add (const char *node, const char *driver,
  */
 extern struct disk *disks_prepare (const char *node, const char *driver,
                                    const char *target, bool readonly,
-                                   char **errmsg);
-extern int disks_insert (struct disk *d, char **errmsg);
+                                   struct qmp_error *err);
+extern int disks_insert (struct disk *d, struct qmp_error *err);
 
 /* Adds a file or block device given by disk=NODE:PATH.  PATH is opened
  * for writing only when the first writable connection opens the disk,
  * so that "nbdkit -r" never opens it for writing.
  */
 extern int disks_add_from_cmdline (const char *node, const char *path,
-                                   char **errmsg);
+                                   struct qmp_error *err);
 
 /* Removes a disk from the registry; refused while connections have it
  * open.
  */
-extern int disks_remove (const char *node, char **errmsg);
+extern int disks_remove (const char *node, struct qmp_error *err);
 
 /* Changes a disk's size (ftruncate for files).  Block devices, NBD
  * disks and read-only disks accept only their current size.  A disk
@@ -82,7 +84,8 @@ extern int disks_remove (const char *node, char **errmsg);
  * the current size anyway.  Connections opened afterwards see the
  * new size.
  */
-extern int disks_resize (const char *node, uint64_t size, char **errmsg);
+extern int disks_resize (const char *node, uint64_t size,
+                         struct qmp_error *err);
 
 /* Looks a disk up by node name, "" meaning the first disk, and takes a
  * reference.  NULL if there is no such disk.

@@ -118,7 +118,7 @@ blockdev_add (json_t *args, struct qmp_error *err)
   const char *driver = qmp_arg_str (args, "driver", NULL);
   const char *node = qmp_arg_str (args, "node-name", NULL);
   bool readonly = qmp_arg_bool (args, "read-only", false);
-  CLEANUP_FREE char *target = NULL, *errmsg = NULL, *why = NULL;
+  CLEANUP_FREE char *target = NULL;
   struct disk *d;
 
   if (strcmp (driver, "nbd") == 0) {
@@ -152,21 +152,23 @@ blockdev_add (json_t *args, struct qmp_error *err)
    * meanwhile.  disks_insert checks the name again.
    */
   qmp_unlock ();
-  d = disks_prepare (node, driver, target, readonly, &errmsg);
+  d = disks_prepare (node, driver, target, readonly, err);
   qmp_lock ();
-  if (d == NULL || disks_insert (d, &errmsg) == -1) {
-    qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
+  if (d == NULL || disks_insert (d, err) == -1)
     return NULL;
-  }
   if (hooks) {
     bool ok;
 
     d = disks_get (node);
-    ok = hooks->added (node, disk_size (d), &why);
+    ok = hooks->added (node, disk_size (d), err);
     disks_put (d);
     if (!ok) {
-      disks_remove (node, NULL);
-      qmp_error (err, "%s", why ? why : "refused by the checkpoint filter");
+      struct qmp_error ignored = { 0 };
+
+      disks_remove (node, &ignored);
+      qmp_error_clear (&ignored);
+      /* The filter's reason if it gave one (the first error stays). */
+      qmp_error (err, "refused by the checkpoint filter");
       return NULL;
     }
   }
@@ -177,7 +179,6 @@ static json_t *
 blockdev_del (json_t *args, struct qmp_error *err)
 {
   const char *node = qmp_arg_str (args, "node-name", NULL);
-  CLEANUP_FREE char *errmsg = NULL, *why = NULL;
   struct disk *d = disks_get (node);
 
   if (d == NULL || strcmp (node, "") == 0) {
@@ -187,14 +188,12 @@ blockdev_del (json_t *args, struct qmp_error *err)
     return NULL;
   }
   disks_put (d);
-  if (hooks && !hooks->may_remove (node, &why)) {
-    qmp_error (err, "%s", why ? why : "Node is in use");
+  if (hooks && !hooks->may_remove (node, err)) {
+    qmp_error (err, "Node is in use");
     return NULL;
   }
-  if (disks_remove (node, &errmsg) == -1) {
-    qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
+  if (disks_remove (node, err) == -1)
     return NULL;
-  }
   if (hooks)
     hooks->removed (node);
   return json_object ();
@@ -206,7 +205,6 @@ block_resize (json_t *args, struct qmp_error *err)
   const char *node = qmp_arg_str (args, "node-name",
                                   qmp_arg_str (args, "device", NULL));
   int64_t size = qmp_arg_int (args, "size", 0);
-  CLEANUP_FREE char *errmsg = NULL, *why = NULL;
   struct disk *d;
   uint64_t old;
   bool grow;
@@ -222,8 +220,8 @@ block_resize (json_t *args, struct qmp_error *err)
   }
   old = disk_size (d);
   disks_put (d);
-  if (hooks && !hooks->may_resize (node, size, &why)) {
-    qmp_error (err, "%s", why ? why : "Node is in use");
+  if (hooks && !hooks->may_resize (node, size, err)) {
+    qmp_error (err, "Node is in use");
     return NULL;
   }
   /* The bitmaps must cover every byte a connection can see: they grow
@@ -233,10 +231,9 @@ block_resize (json_t *args, struct qmp_error *err)
   grow = (uint64_t) size > old;
   if (hooks && grow)
     hooks->resized (node, size);
-  if (disks_resize (node, size, &errmsg) == -1) {
+  if (disks_resize (node, size, err) == -1) {
     if (hooks && grow)
       hooks->resized (node, old);
-    qmp_error (err, "%s", errmsg ? errmsg : "out of memory");
     return NULL;
   }
   if (hooks && !grow)
@@ -329,7 +326,7 @@ static const struct qmp_disk_services disk_services = {
 };
 
 __attribute__ ((visibility ("default")))
-const struct qmp_peer qmpdisk_peer_v2 = {
+const struct qmp_peer qmpdisk_peer_v3 = {
   .version = QMP_PEER_VERSION,
   .commands = &command_set,
   .attach = qmp_attach,

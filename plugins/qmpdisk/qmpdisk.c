@@ -20,6 +20,7 @@
 #include <nbdkit-plugin.h>
 
 #include "cleanup.h"
+#include "qmp.h"
 #include "backend.h"
 #include "monitor.h"
 #include "server.h"
@@ -43,7 +44,7 @@ add_disk_param (const char *value)
   const char *colon = strchr (value, ':');
   CLEANUP_FREE char *node = NULL;
   CLEANUP_FREE char *path = NULL;
-  CLEANUP_FREE char *errmsg = NULL;
+  struct qmp_error err = { 0 };
 
   if (colon == NULL) {
     nbdkit_error ("disk=%s: expected NODE:PATH, e.g. disk=sda:/dev/sda",
@@ -64,8 +65,10 @@ add_disk_param (const char *value)
   if (path == NULL)
     return -1;
 
-  if (disks_add_from_cmdline (node, path, &errmsg) == -1) {
-    nbdkit_error ("disk=%s: %s", value, errmsg ? errmsg : strerror (ENOMEM));
+  if (disks_add_from_cmdline (node, path, &err) == -1) {
+    nbdkit_error ("disk=%s: %s", value,
+                  err.desc ? err.desc : strerror (ENOMEM));
+    qmp_error_clear (&err);
     return -1;
   }
   return 0;
