@@ -219,16 +219,6 @@ disks_insert (struct disk *d, struct qmp_error *err)
 }
 
 int
-disks_add (const char *node, const char *driver, const char *target,
-           bool readonly, struct qmp_error *err)
-{
-  struct disk *d = prepare_disk (node, driver, target, readonly, false,
-                                 err);
-
-  return d ? disks_insert (d, err) : -1;
-}
-
-int
 disks_add_from_cmdline (const char *node, const char *path,
                         struct qmp_error *err)
 {

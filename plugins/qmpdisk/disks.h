@@ -44,21 +44,15 @@ struct disk;
 /* Longest valid node name, as in QEMU. */
 #define DISK_NODE_NAME_MAX 31
 
-/* Adds a disk.  driver "file": a regular file (a block device is
+/* Adds a disk, in two steps, so that the slow one (connecting to an
+ * NBD server) can run without the caller's locks: disks_prepare checks
+ * the name and opens the target, returning a disk that nobody can find
+ * yet; disks_insert lists it, unless the name was taken meanwhile or
+ * nbdkit is shutting down, in which case it closes and frees the disk
+ * and fails.  driver "file": a regular file (a block device is
  * accepted too, as QEMU does); "host_device": a block device; "nbd":
  * an NBD URI (nbd://, nbd+unix://, ...) opened with libnbd.  Unless
  * readonly, the target is opened for writing at once.
- */
-extern int disks_add (const char *node, const char *driver,
-                      const char *target, bool readonly,
-                      struct qmp_error *err);
-
-/* disks_add in two steps, so that the slow one (connecting to an NBD
- * server) can run without the caller's locks: disks_prepare checks
- * the name and opens the target, returning a disk that nobody can
- * find yet; disks_insert lists it, unless the name was taken
- * meanwhile or nbdkit is shutting down, in which case it closes and
- * frees the disk and fails.
  */
 extern struct disk *disks_prepare (const char *node, const char *driver,
                                    const char *target, bool readonly,

@@ -40,12 +40,6 @@ nodes_subscribe (const struct node_events *events)
   return 0;
 }
 
-void
-nodes_reset_subscribers (void)
-{
-  nr_subscribers = 0;
-}
-
 static struct node *
 find_locked (const char *name)
 {

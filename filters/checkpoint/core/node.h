@@ -74,7 +74,6 @@ struct node_events {
 /* At most NODE_MAX_SUBSCRIBERS, registered at start-up. */
 #define NODE_MAX_SUBSCRIBERS 4
 extern int nodes_subscribe (const struct node_events *events);
-extern void nodes_reset_subscribers (void);     /* for unit tests */
 
 /* Monitor lock held (or single-threaded at start and stop). */
 extern struct node *nodes_add (const char *name, uint64_t size,
