@@ -315,6 +315,9 @@ main (int argc, char *argv[])
       status = EXIT_FAILURE;
     }
     nbd_close (workers[i].h);
+    for (j = 0; j < MAX_IN_FLIGHT; j++)
+      free (workers[i].reqs[j].buf);
+    free (workers[i].slot_busy);
   }
 
   /* The backing files hold the model. */
