@@ -4,9 +4,8 @@
  *
  * 1. swift_demangle.  A preloaded runtime initialises on the first
  * malloc, and in Debian's nbdkit that is in the constructor of
- * libp11-kit (linked
- * through gnutls), inside newlocale (), which holds glibc's
- * __libc_setlocale_lock for writing.  The runtime's initialisation
+ * libp11-kit (linked through gnutls), inside newlocale (), which holds
+ * glibc's __libc_setlocale_lock for writing.  The runtime's initialisation
  * looks up swift_demangle with dlsym and clears the failure with
  * dlerror (), which translates the message through gettext, which
  * takes the same lock for reading: the non-recursive rwlock's reader
