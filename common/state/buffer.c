@@ -178,10 +178,19 @@ state_get_string (struct state_reader *r, char **s)
   const void *p;
   char *copy;
 
-  /* The length is checked against the input before allocating. */
-  if (state_get_u32 (r, &n) == -1 ||
-      state_get_span (r, n, &p) == -1)
+  /* The length is checked against the input before allocating.  A
+   * failure consumes nothing, not even the length (found by
+   * fuzz/fuzz-state-buffer).
+   */
+  if (state_get_u32 (r, &n) == -1)
     return -1;
+  if (state_get_span (r, n, &p) == -1) {
+    int err = r->err;
+
+    *r = save;
+    r->err = errno = err;
+    return -1;
+  }
   if (memchr (p, 0, n) != NULL) {
     *r = save;
     r->err = errno = EBADMSG;

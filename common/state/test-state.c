@@ -548,6 +548,8 @@ test_buffer (void)
   state_reader_init (&r, "\xff\xff\xff\xff" "abc", 7);
   CHECK_ERR (state_get_string (&r, &s), EBADMSG);
   CHECK (s == NULL);
+  /* ... and consumes nothing, as every failing call. */
+  CHECK (r.left == 7);
   /* Errors are sticky. */
   CHECK_ERR (state_get_u8 (&r, (uint8_t [1]) { 0 }), EBADMSG);
   state_reader_init (&r, "\x03\0\0\0" "a\0b", 7);

@@ -1,0 +1,84 @@
+/* libFuzzer target: the QMP stream splitter (common/qmp/splitter.c) fed
+ * arbitrary bytes.  Besides the sanitizers, it checks that splitting
+ * does not depend on how the stream is cut into reads: the input fed
+ * at once and fed in pieces (sizes taken from the input's first byte)
+ * must give the same values, each within the limits.
+ */
+#include <config.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "splitter.h"
+
+/* Small limits, so that inputs reach them. */
+#define MAX_SIZE 512
+#define MAX_DEPTH 8
+
+struct record {
+  char *text;                   /* status byte, then the value */
+  size_t len, cap;
+};
+
+static bool
+collect (void *opaque, enum splitter_status status,
+         const char *data, size_t len)
+{
+  struct record *r = opaque;
+
+  if (status == SPLIT_VALUE && (len == 0 || len > MAX_SIZE))
+    abort ();                   /* a value is never empty or too large */
+  if (r->len + len + 2 > r->cap) {
+    r->cap = (r->len + len + 2) * 2;
+    r->text = realloc (r->text, r->cap);
+    if (r->text == NULL)
+      abort ();
+  }
+  r->text[r->len++] = '0' + status;
+  if (status == SPLIT_VALUE) {
+    memcpy (r->text + r->len, data, len);
+    r->len += len;
+  }
+  r->text[r->len++] = '\n';
+  return true;
+}
+
+static void
+split (const uint8_t *data, size_t size, size_t piece, struct record *r)
+{
+  struct splitter s;
+  size_t i;
+
+  splitter_init (&s, MAX_SIZE, MAX_DEPTH);
+  for (i = 0; i < size; i += piece) {
+    size_t n = size - i < piece ? size - i : piece;
+    if (!splitter_feed (&s, (const char *) data + i, n, collect, r))
+      abort ();
+  }
+  splitter_free (&s);
+}
+
+int
+LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
+{
+  struct record whole = { 0 }, pieces = { 0 };
+  size_t piece;
+
+  if (size == 0)
+    return 0;
+  piece = data[0] % 7 + 1;
+  data++, size--;
+  split (data, size, size ? size : 1, &whole);
+  split (data, size, piece, &pieces);
+  if (whole.len != pieces.len ||
+      (whole.len && memcmp (whole.text, pieces.text, whole.len) != 0)) {
+    fprintf (stderr, "split differently in pieces of %zu\n", piece);
+    abort ();
+  }
+  free (whole.text);
+  free (pieces.text);
+  return 0;
+}
