@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* libFuzzer target: bitmap deserialisation (common/bitmap
  * bitmap_deserialize).  A buffer is either refused or gives a bitmap
  * whose serialisation is the same buffer (the format is canonical),

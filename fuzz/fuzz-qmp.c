@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* libFuzzer target: QMP requests in process, without sockets.
  *
  * 1. The whole input goes through a monitor session (common/qmp

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* libFuzzer target: the QMP stream splitter (common/qmp/splitter.c) fed
  * arbitrary bytes.  Besides the sanitizers, it checks that splitting
  * does not depend on how the stream is cut into reads: the input fed

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* libFuzzer target: the state payload decoder (common/state buffer.c).
  *
  * The input is a program and its data: byte 0 is the number N of

@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* libFuzzer target: the state file loader (common/state state_read).
  *
  * First input byte, mode:

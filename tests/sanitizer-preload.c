@@ -1,3 +1,6 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
 /* Preloaded into nbdkit together with the sanitizer runtime (see
  * sanitizer-nbdkit and functions.sh), only in sanitizer builds.  Four
  * things, all only about running under a sanitizer:
