@@ -37,12 +37,10 @@ struct block_copy {
   uint64_t size;
   int scratch_fds[SCRATCH_FILES];
   struct bitmap *saved;         /* BLOCK_COPY_BLOCK granularity */
+  bool discarded;               /* atomic: scratch given back */
   uint64_t copied_bytes;        /* atomic */
   pthread_rwlock_t stripes[STRIPES];
 };
-
-static void lock_stripes (struct block_copy *bc, uint64_t start, uint64_t end,
-                          bool lock);
 
 static pthread_rwlock_t *
 stripe (struct block_copy *bc, uint64_t offset)
@@ -120,16 +118,24 @@ block_copy_free (struct block_copy *bc)
   free (bc);
 }
 
+/* Readers check DISCARDED under their stripe before they touch
+ * scratch; taking each stripe once afterwards waits for the reads that
+ * were already under way.  One stripe at a time, not all at once: no
+ * lock checker's limit of locks held is reached.
+ */
 void
 block_copy_discard (struct block_copy *bc)
 {
   size_t i;
 
-  lock_stripes (bc, 0, bc->size ? bc->size : 1, true);
+  __atomic_store_n (&bc->discarded, true, __ATOMIC_SEQ_CST);
+  for (i = 0; i < STRIPES; i++) {
+    pthread_rwlock_wrlock (&bc->stripes[i]);
+    pthread_rwlock_unlock (&bc->stripes[i]);
+  }
   for (i = 0; i < SCRATCH_FILES; i++)
     if (ftruncate (bc->scratch_fds[i], 0) == -1)
       nbdkit_debug ("checkpoint: discarding scratch of %s: %m", bc->name);
-  lock_stripes (bc, 0, bc->size ? bc->size : 1, false);
 }
 
 /* Write or read [OFFSET, OFFSET+N) of scratch, piece by piece.  -1
@@ -333,9 +339,12 @@ read_region (struct block_copy *bc, nbdkit_next *next, char *buf,
       run = MIN (ROUND_DOWN (run, BLOCK_COPY_BLOCK) + BLOCK_COPY_BLOCK, end);
     while (run < end && bitmap_test (bc->saved, run) == saved);
     if (saved) {
-      if (scratch_io (bc, false, buf, run - pos, pos) == -1) {
-        *err = errno;
-        nbdkit_error ("checkpoint: reading scratch of %s: %m", bc->name);
+      bool gone = __atomic_load_n (&bc->discarded, __ATOMIC_SEQ_CST);
+      if (gone || scratch_io (bc, false, buf, run - pos, pos) == -1) {
+        *err = gone ? EIO : errno;
+        nbdkit_error ("checkpoint: reading scratch of %s: %s", bc->name,
+                      gone ? "its scratch was given back"
+                           : strerror (errno));
         return -1;
       }
     }

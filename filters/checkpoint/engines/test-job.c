@@ -65,7 +65,7 @@ events_are (const char *want)
 /* A test job: runs until released (or cancelled), then ends with RET. */
 struct test_job {
   struct job job;               /* first, as features embed it */
-  volatile bool release;
+  bool release;                 /* atomic */
   int ret;
   unsigned commits, aborts, cleans, concluded;
   bool *freed;
@@ -78,7 +78,8 @@ run (struct job *job)
   uint64_t n = 0;
 
   job_progress (job, 0, 1000);
-  while (!t->release && !job_is_cancelled (job)) {
+  while (!__atomic_load_n (&t->release, __ATOMIC_SEQ_CST) &&
+         !job_is_cancelled (job)) {
     job_pause_point (job);
     job_progress (job, ++n, 1000);
     usleep (500);
@@ -200,7 +201,7 @@ test_auto_success (void)
   struct test_job *t = start ("j1", true, true, &freed);
 
   CHECK (wait_for ("j1", "running"));
-  t->release = true;
+  __atomic_store_n (&t->release, true, __ATOMIC_SEQ_CST);
   CHECK (wait_for ("j1", "gone") && freed);
   CHECK (events_are ("created running waiting pending concluded null "));
   CHECK (t->commits == 1 && t->aborts == 0 && t->cleans == 1 &&
@@ -215,7 +216,7 @@ test_manual (void)
   struct test_job *t = start ("j2", false, false, &freed);
   json_t *info;
 
-  t->release = true;
+  __atomic_store_n (&t->release, true, __ATOMIC_SEQ_CST);
   CHECK (wait_for ("j2", "pending"));
   CHECK (verb (job_user_pause, "j2", "Job 'j2' in state 'pending' cannot "
                "accept command verb 'pause'") == -1);
@@ -286,7 +287,7 @@ test_error_and_ids (void)
   unlock ();
 
   t->ret = EIO;
-  t->release = true;
+  __atomic_store_n (&t->release, true, __ATOMIC_SEQ_CST);
   CHECK (wait_for ("j4", "concluded") && t->aborts == 1);
   lock ();
   info = job_describe (jobs_find ("j4"));
