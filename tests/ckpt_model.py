@@ -70,8 +70,8 @@ class Bitmap:
 
     def count(self, clip=True):
         """Dirty bytes; CLIP: the last chunk counts only up to the disk
-        size (spec/qmp.md bitmap-info); else granules x granularity
-        (what qemu-storage-daemon 7.2 reports)."""
+        size (a checkpoint's size); else granules x granularity
+        (bitmap-info's count, as qemu-storage-daemon 7.2 reports it)."""
         if clip:
             return sum(self.chunk_bytes(i) for i in self.bits)
         return len(self.bits) * self.granularity
@@ -105,7 +105,7 @@ class Bitmap:
         b.bits = set(self.bits)
         return b
 
-    def info(self, name, clip=True):
+    def info(self, name, clip=False):
         """The bitmap-info object the product must report."""
         return {"name": name, "granularity": self.granularity,
                 "count": 0 if self.inconsistent else self.count(clip),
@@ -151,7 +151,7 @@ class Node:
 FIELDS = ("name", "granularity", "count", "recording", "persistent", "busy")
 
 
-def check_node(m, model, what="", clip=True, order=True, fields=FIELDS,
+def check_node(m, model, what="", clip=False, order=True, fields=FIELDS,
                inconsistent=True):
     """Every bitmap of MODEL's node as the product reports it: the same
     names (in the same order when ORDER), fields and sha256."""

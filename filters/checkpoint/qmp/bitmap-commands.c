@@ -7,6 +7,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #define NBDKIT_API_VERSION 2
@@ -89,9 +90,11 @@ disable_action (struct txn *t, json_t *args, struct qmp_error *err)
   return d ? done (bitmaps_set_recording (t, n, d, false, err)) : NULL;
 }
 
-/* A source of merge: a name on the target's node, or {node, name}. */
+/* Source I of a merge: a name on the target's node, or {node, name}.
+ * Busy and inconsistent sources are refused, as QEMU 7.2 does.
+ */
 static struct dirty_bitmap *
-merge_source (json_t *src, const char *node, struct qmp_error *err)
+merge_source (json_t *src, size_t i, const char *node, struct qmp_error *err)
 {
   static const struct qmp_arg pair_args[] = {
     { "node", QMP_STR, false },
@@ -99,19 +102,26 @@ merge_source (json_t *src, const char *node, struct qmp_error *err)
     { NULL }
   };
   struct dirty_bitmap *d;
+  char what[64];
 
+  snprintf (what, sizeof what, "bitmaps[%zu].", i);
   if (json_is_object (src)) {
-    if (!qmp_check_args (pair_args, src, "bitmaps.", err))
+    if (!qmp_check_args (pair_args, src, what, err))
       return NULL;
     node = qmp_arg_str (src, "node", "");
     src = json_object_get (src, "name");
   }
   if (!json_is_string (src)) {
-    qmp_error (err, "Invalid parameter type for 'bitmaps', expected: "
-               "string or object");
+    qmp_error (err, "Invalid parameter type for 'bitmaps[%zu]', expected: "
+               "string or object", i);
     return NULL;
   }
   d = bitmaps_lookup (node, json_string_value (src), false, NULL, err);
+  if (d && dirty_bitmap_busy (d)) {
+    qmp_error (err, "Bitmap '%s' is currently in use by another operation "
+               "and cannot be used", d->name);
+    return NULL;
+  }
   if (d && d->inconsistent) {
     qmp_error (err, "Bitmap '%s' is inconsistent and cannot be used",
                d->name);
@@ -139,7 +149,7 @@ merge_action (struct txn *t, json_t *args, struct qmp_error *err)
     return NULL;
   }
   json_array_foreach (sources, i, src) {
-    d = merge_source (src, node, err);
+    d = merge_source (src, i, node, err);
     if (d == NULL)
       return NULL;
     if (bitmap_size (d->bm) != bitmap_size (target->bm)) {

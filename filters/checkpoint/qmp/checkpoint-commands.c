@@ -27,8 +27,8 @@ disk_names (json_t *disks, string_vector *names, struct qmp_error *err)
 
   json_array_foreach (disks, i, v) {
     if (!json_is_string (v)) {
-      qmp_error (err, "Invalid parameter type for 'disks', expected: "
-                 "string");
+      qmp_error (err, "Invalid parameter type for 'disks[%zu]', expected: "
+                 "string", i);
       return -1;
     }
     if (string_vector_append (names, (char *) json_string_value (v)) == -1) {

@@ -16,6 +16,17 @@
 
 static const struct qmp_disk_services *disk_services;
 
+/* QEMU 7.2's count: dirty chunks times the granularity, the last,
+ * partial chunk counted whole (a checkpoint's size is clipped).
+ */
+static uint64_t
+qemu_count (const struct dirty_bitmap *d)
+{
+  if (d->inconsistent)
+    return 0;
+  return bitmap_count_chunks (d->bm) * bitmap_granularity (d->bm);
+}
+
 /* QEMU's bitmap-info of each bitmap of N, newest first. */
 static json_t *
 describe_bitmaps (struct node *n)
@@ -28,7 +39,7 @@ describe_bitmaps (struct node *n)
       "{s:s,s:I,s:I,s:b,s:b,s:b,s:b}",
       "name", d->name,
       "granularity", (json_int_t) bitmap_granularity (d->bm),
-      "count", (json_int_t) (d->inconsistent ? 0 : bitmap_count_bytes (d->bm)),
+      "count", (json_int_t) qemu_count (d),
       "recording", dirty_bitmap_records (d),
       "persistent", d->persistent,
       "busy", dirty_bitmap_busy (d),
