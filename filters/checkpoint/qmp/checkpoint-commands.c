@@ -45,9 +45,28 @@ create_action (struct txn *t, json_t *args, struct qmp_error *err)
   json_t *disks = json_object_get (args, "disks"), *ret;
   string_vector names = empty_vector;
   struct checkpoint *c = NULL;
+  bool redefine = qmp_arg_bool (args, "redefine", false);
 
+  if (!redefine && json_object_get (args, "parent")) {
+    qmp_error (err, "Parameter 'parent' needs 'redefine'");
+    return NULL;
+  }
+  if (!redefine && json_object_get (args, "creation-time")) {
+    qmp_error (err, "Parameter 'creation-time' needs 'redefine'");
+    return NULL;
+  }
+  if (redefine && qmp_arg_int (args, "creation-time", 0) < 0) {
+    qmp_error (err, "Parameter 'creation-time' expects a non-negative value");
+    return NULL;
+  }
   if (disk_names (disks, &names, err) == 0)
-    c = checkpoints_create (t, qmp_arg_str (args, "name", ""),
+    c = redefine
+      ? checkpoints_redefine (t, qmp_arg_str (args, "name", ""),
+                              qmp_arg_str (args, "description", NULL),
+                              disks ? &names : NULL,
+                              qmp_arg_str (args, "parent", NULL),
+                              qmp_arg_int (args, "creation-time", -1), err)
+      : checkpoints_create (t, qmp_arg_str (args, "name", ""),
                             qmp_arg_str (args, "description", NULL),
                             disks ? &names : NULL, err);
   string_vector_reset (&names);
@@ -64,6 +83,9 @@ static const struct qmp_arg create_args[] = {
   { "name", QMP_STR, false },
   { "description", QMP_STR, true },
   { "disks", QMP_ARRAY, true },
+  { "redefine", QMP_BOOL, true },
+  { "parent", QMP_STR, true },
+  { "creation-time", QMP_INT, true },
   { NULL }
 };
 
