@@ -7,7 +7,8 @@
 #
 # Bitmap: a dirty bitmap as QEMU 7.2 defines it (one bit per chunk of
 # GRANULARITY bytes, sha256 of the bits packed LSB first into 64-bit
-# little-endian words), with the byte count of spec/qmp.md.
+# little-endian words), with the byte count of docs/qmp-reference.md
+# (query-named-block-nodes).
 # Chain: libvirt-style checkpoints over a write log: "bytes changed
 # since K" recomputed from the log, independent of how the product
 # stores it.

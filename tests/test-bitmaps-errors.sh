@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# Every error path of the dirty bitmap commands (spec/qmp.md "Dirty
-# bitmaps", reference section 2.2), with QEMU's exact error texts where
+# Every error path of the dirty bitmap commands (docs/qmp-reference.md,
+# block-dirty-bitmap-*), with QEMU's exact error texts where
 # the reference gives them, and the proof that a refused command
 # changed nothing (every bitmap's info and sha256 before = after):
 # unknown node, duplicate/empty/too long name, bad granularity

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# Dirty bitmaps against a model (spec/qmp.md "Dirty bitmaps"): qemu-io
+# Dirty bitmaps against a model (docs/qmp-reference.md, block-dirty-bitmap-*): qemu-io
 # writes, zeroes and discards at aligned and unaligned offsets, across
 # chunk edges and into the last partial chunk of a disk whose size is
 # not a multiple of 64 KiB; after every step each bitmap's name, order

@@ -2,9 +2,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # The same scenario on qemu-storage-daemon 7.2 and on the checkpoint
-# filter over the file plugin (spec/qmp.md: "the same operations on the
-# same disk give the same hash in qemu-storage-daemon and here, and so
-# do count, granularity, recording, persistent and busy"): identical
+# filter over the file plugin (docs/qmp-reference.md, x-debug-block-dirty-bitmap-sha256
+# and query-named-block-nodes: the same operations on the same disk
+# give the same hash in qemu-storage-daemon 7.2 and here, and the same
+# count, granularity, recording, persistent and busy): identical
 # qemu-io writes (aligned, unaligned, across chunk edges, into the last
 # partial chunk, write-zeroes, discard) and identical bitmap commands
 # (add with granularities 512/4096/65536/1M, disable, enable, merge,

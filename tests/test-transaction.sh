@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# transaction (spec/qmp.md "transaction", reference section 3): all or
+# transaction (docs/qmp-reference.md, transaction): all or
 # nothing.  A transaction of bitmap adds, merges, clears, enables,
 # disables, removes and checkpoint-create ending in abort, or failing
 # in the middle (duplicate add, busy bitmap, unknown node, duplicate
