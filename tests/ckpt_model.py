@@ -7,7 +7,8 @@
 #
 # Bitmap: a dirty bitmap as QEMU 7.2 defines it (one bit per chunk of
 # GRANULARITY bytes, sha256 of the bits packed LSB first into 64-bit
-# little-endian words), with the byte count of spec/qmp.md.
+# little-endian words), with the byte count of docs/qmp-reference.md
+# (query-named-block-nodes).
 # Chain: libvirt-style checkpoints over a write log: "bytes changed
 # since K" recomputed from the log, independent of how the product
 # stores it.
@@ -70,8 +71,8 @@ class Bitmap:
 
     def count(self, clip=True):
         """Dirty bytes; CLIP: the last chunk counts only up to the disk
-        size (spec/qmp.md bitmap-info); else granules x granularity
-        (what qemu-storage-daemon 7.2 reports)."""
+        size (a checkpoint's size); else granules x granularity
+        (bitmap-info's count, as qemu-storage-daemon 7.2 reports it)."""
         if clip:
             return sum(self.chunk_bytes(i) for i in self.bits)
         return len(self.bits) * self.granularity
@@ -105,7 +106,7 @@ class Bitmap:
         b.bits = set(self.bits)
         return b
 
-    def info(self, name, clip=True):
+    def info(self, name, clip=False):
         """The bitmap-info object the product must report."""
         return {"name": name, "granularity": self.granularity,
                 "count": 0 if self.inconsistent else self.count(clip),
@@ -151,7 +152,7 @@ class Node:
 FIELDS = ("name", "granularity", "count", "recording", "persistent", "busy")
 
 
-def check_node(m, model, what="", clip=True, order=True, fields=FIELDS,
+def check_node(m, model, what="", clip=False, order=True, fields=FIELDS,
                inconsistent=True):
     """Every bitmap of MODEL's node as the product reports it: the same
     names (in the same order when ORDER), fields and sha256."""

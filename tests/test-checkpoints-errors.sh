@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# Checkpoint errors (spec/qmp.md "Checkpoints"): unknown checkpoint,
+# Checkpoint errors (docs/qmp-reference.md, checkpoint-*): unknown checkpoint,
 # duplicate name, a name a plain bitmap already holds, unknown disk,
 # a disk named twice, bad names and arguments, bad query filters;
 # each refused command changes nothing (query-named-block-nodes,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# Checkpoints (spec/qmp.md "Checkpoints", DESIGN.md point 2 of the
+# Checkpoints (docs/qmp-reference.md, checkpoint-*; DESIGN.md point 2 of the
 # filter) against a model that recomputes "bytes changed since K" from
 # a write log (64 KiB chunks, the last one clipped): chains of five
 # checkpoints over two disks of the qmpdisk plugin with random writes,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# Persistence when things go wrong (reference section 7, DESIGN.md
+# Persistence when things go wrong (DESIGN.md
 # "Bad input and failures"):
 # - after kill -9 the persistent bitmaps (checkpoints' included) load
 #   as QEMU's in-use ones: inconsistent=true, recording=false, count 0;

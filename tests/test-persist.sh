@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# Persistence across clean shutdowns (spec/qmp.md "quit": state saved;
+# Persistence across clean shutdowns (docs/qmp-reference.md, quit: state saved;
 # DESIGN.md point 5): persistent bitmaps and checkpoints survive quit
 # and SIGTERM with the same order, flags, counts and sha256 (transient
 # bitmaps vanish), query-checkpoints answers the same (creation times,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# The QMP wire over the real socket (spec/qmp.md "Wire"), for both
+# The QMP wire over the real socket (docs/qmp-reference.md, "Messages and errors"), for both
 # hosts of the monitor: the qmpdisk plugin alone and the checkpoint
 # filter over a stock plugin.  Bad input hurts only the client that
 # sent it; the server keeps serving QMP and data throughout.

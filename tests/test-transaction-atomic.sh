@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# Atomicity against concurrent writes (spec/qmp.md "transaction": "runs
-# all actions at one instant — no write to any disk lands between
-# them"; the same for checkpoint-create over several disks).
+# Atomicity against concurrent writes (docs/qmp-reference.md, transaction:
+# every action at one instant, no guest write lands between them; the same for checkpoint-create over several disks).
 #
 # Two writer threads (libnbd) write without pause while the monitor
 # runs transactions and checkpoint-creates over sda and sdb.  Writer w

@@ -81,7 +81,8 @@ extern bool bitmap_all_dirty (const struct bitmap *bm,
 extern int bitmap_merge (struct bitmap *dst, const struct bitmap *src);
 
 /* Dirty chunks, and dirty bytes: dirty chunks times the granularity,
- * the last chunk clipped to the disk size (QEMU's "count").
+ * the last chunk clipped to the disk size (a checkpoint's "size";
+ * QEMU's "count" is the chunks times the granularity, unclipped).
  */
 extern uint64_t bitmap_count_chunks (const struct bitmap *bm);
 extern uint64_t bitmap_count_bytes (const struct bitmap *bm);

@@ -28,8 +28,8 @@
 
 #include "qmp.h"
 
-#define QMP_PEER_VERSION 3
-#define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v3"
+#define QMP_PEER_VERSION 4
+#define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v4"
 
 /* Lent by the host to its peer. */
 struct qmp_host {

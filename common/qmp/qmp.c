@@ -163,6 +163,19 @@ qmp_command_names (void)
   return list;
 }
 
+void
+qmp_foreach_command (void (*fn) (const struct qmp_command_set *,
+                                 const struct qmp_command *, bool, void *),
+                     void *opaque)
+{
+  const struct qmp_command *c;
+  size_t i;
+
+  for (i = 0; i < nr_sets; i++)
+    for (c = sets[i]->commands; c->name; c++)
+      fn (sets[i], c, qmp_find_command (c->name) != c, opaque);
+}
+
 const struct qmp_peer *
 qmp_find_peer (const char *symbol)
 {

@@ -3,7 +3,7 @@
  */
 /* The QMP monitor: what a component (plugin or filter) uses to offer
  * commands and send events.  The wire protocol is QEMU 7.2's; the
- * contract is spec/qmp.md.
+ * contract is docs/qmp-reference.md, generated from the tables.
  *
  * A component declares its commands in a table of struct qmp_command
  * and registers it with qmp_register_commands.  Arguments are checked
@@ -26,7 +26,7 @@
 #define QMP_ERROR_COMMAND_NOT_FOUND "CommandNotFound"
 #define QMP_ERROR_DEVICE_NOT_ACTIVE "DeviceNotActive"
 
-/* Limits of spec/qmp.md. */
+/* Limits of the protocol (docs/qmp-reference.md). */
 #define QMP_MAX_MESSAGE (1024 * 1024)
 #define QMP_MAX_DEPTH 64
 /* A bad message skipped for longer than this disconnects its client. */
@@ -55,10 +55,17 @@ enum qmp_type {
   QMP_ANY,
 };
 
+/* Each table entry carries its documentation: one source for the
+ * reference (docs/qmp-reference.md, generated from x-query-qmp-docs),
+ * query-qmp-schema and the checks.  Doc strings are plain text,
+ * sentences, in the style of QEMU's qapi/block-core.json.
+ */
 struct qmp_arg {
   const char *name;
   enum qmp_type type;
   bool optional;
+  const char *doc;              /* its meaning; for an optional one, what
+                                 * its absence means */
 };
 
 /* ARGS: the checked arguments (an object; never NULL).  Returns the
@@ -70,6 +77,9 @@ struct qmp_command {
   const char *name;
   const struct qmp_arg *args;   /* ends with {NULL}; NULL for none */
   qmp_handler handler;
+  const char *doc;              /* what it does */
+  const char *returns;          /* the reply, field by field */
+  const char *errors;           /* each error's text, and when */
 };
 
 struct qmp_command_set {

@@ -132,7 +132,7 @@ negotiate (struct qmp_session *s, json_t *args, struct qmp_error *err)
 }
 
 static const struct qmp_arg capabilities_args[] = {
-  { "enable", QMP_ARRAY, true },
+  { "enable", QMP_ARRAY, true, "Capabilities to enable (none is offered)." },
   { NULL }
 };
 

@@ -125,19 +125,19 @@ echo (json_t *args, struct qmp_error *err)
 }
 
 static const struct qmp_arg echo_args[] = {
-  { "s", QMP_STR, false },
-  { "b", QMP_BOOL, true },
-  { "i", QMP_INT, true },
-  { "u32", QMP_UINT32, true },
-  { "u64", QMP_UINT64, true },
-  { "a", QMP_ARRAY, true },
-  { "o", QMP_OBJECT, true },
-  { "fail", QMP_BOOL, true },
+  { "s", QMP_STR, false, "a test argument" },
+  { "b", QMP_BOOL, true, "a test argument" },
+  { "i", QMP_INT, true, "a test argument" },
+  { "u32", QMP_UINT32, true, "a test argument" },
+  { "u64", QMP_UINT64, true, "a test argument" },
+  { "a", QMP_ARRAY, true, "a test argument" },
+  { "o", QMP_OBJECT, true, "a test argument" },
+  { "fail", QMP_BOOL, true, "a test argument" },
   { NULL }
 };
 
 static const struct qmp_command test_commands[] = {
-  { "echo", echo_args, echo },
+  { "echo", echo_args, echo, "Echo the arguments.", "The arguments.", NULL },
   { NULL }
 };
 

@@ -74,14 +74,14 @@ static char *
 nbd_uri (json_t *server, const char *export, struct qmp_error *err)
 {
   static const struct qmp_arg unix_args[] = {
-    { "type", QMP_STR, false },
-    { "path", QMP_STR, false },
+    { "type", QMP_STR, false, "\"unix\"." },
+    { "path", QMP_STR, false, "The server's Unix socket." },
     { NULL }
   };
   static const struct qmp_arg inet_args[] = {
-    { "type", QMP_STR, false },
-    { "host", QMP_STR, false },
-    { "port", QMP_STR, false },
+    { "type", QMP_STR, false, "\"inet\"." },
+    { "host", QMP_STR, false, "The server's host name or address." },
+    { "port", QMP_STR, false, "The server's port, a string as in QEMU." },
     { NULL }
   };
   const char *type = qmp_arg_str (server, "type", "");
@@ -242,37 +242,89 @@ block_resize (json_t *args, struct qmp_error *err)
 }
 
 static const struct qmp_arg blockdev_add_args[] = {
-  { "driver", QMP_STR, false },
-  { "node-name", QMP_STR, false },
-  { "filename", QMP_STR, true },
-  { "server", QMP_OBJECT, true },
-  { "export", QMP_STR, true },
-  { "read-only", QMP_BOOL, true },
+  { "driver", QMP_STR, false,
+    "\"file\" (a regular file), \"host_device\" (a block device) or "
+    "\"nbd\" (an export of an NBD server, through libnbd)." },
+  { "node-name", QMP_STR, false,
+    "The new node's name, which is also its NBD export name: QEMU's "
+    "node name rules (a letter first, then letters, digits, '-', '.' "
+    "and '_'; at most 31 characters)." },
+  { "filename", QMP_STR, true,
+    "For file and host_device: the path (required for them)." },
+  { "server", QMP_OBJECT, true,
+    "For nbd (required): QEMU's SocketAddress, {\"type\": \"unix\", "
+    "\"path\"} or {\"type\": \"inet\", \"host\", \"port\"}." },
+  { "export", QMP_STR, true,
+    "For nbd: the export name on that server (\"\" when absent)." },
+  { "read-only", QMP_BOOL, true,
+    "Open the node read-only (false)." },
   { NULL }
 };
 
 static const struct qmp_arg blockdev_del_args[] = {
-  { "node-name", QMP_STR, false },
+  { "node-name", QMP_STR, false, "The node to remove." },
   { NULL }
 };
 
 static const struct qmp_arg block_resize_args[] = {
-  { "device", QMP_STR, true },
-  { "node-name", QMP_STR, true },
-  { "size", QMP_UINT64, false },
+  { "device", QMP_STR, true,
+    "The node, by QEMU's older name (one of device and node-name must "
+    "be given; node-name wins)." },
+  { "node-name", QMP_STR, true, "The node." },
+  { "size", QMP_UINT64, false,
+    "The new size in bytes, a multiple of 512." },
   { NULL }
 };
 
 static const struct qmp_arg query_nodes_args[] = {
-  { "flat", QMP_BOOL, true },
+  { "flat", QMP_BOOL, true, "Accepted, no effect (every node is listed)." },
   { NULL }
 };
 
 static const struct qmp_command commands[] = {
-  { "blockdev-add", blockdev_add_args, blockdev_add },
-  { "blockdev-del", blockdev_del_args, blockdev_del },
-  { "block_resize", block_resize_args, block_resize },
-  { "query-named-block-nodes", query_nodes_args, query_named_block_nodes },
+  { "blockdev-add", blockdev_add_args, blockdev_add,
+    "Open a new node and serve it as an NBD export of its name.  With "
+    "the checkpoint filter, the filter takes the node on too (it may "
+    "refuse it).  Opening does not hold the monitor lock: other clients "
+    "are served meanwhile.",
+    "{}.",
+    "\"Parameter 'filename' is missing\", \"Parameter 'server' is "
+    "missing\"; \"Parameter 'driver' does not accept value 'D'\"; "
+    "\"Parameter 'server.type' does not accept value 'T'\" and the "
+    "server's own argument errors (prefix 'server.'); \"Invalid "
+    "node-name: 'N'\"; \"Node name too long: 'N' (at most 31 "
+    "characters)\"; \"Duplicate nodes with node-name='N'\"; \"'host_device' "
+    "driver requires 'F' to be a block device\"; \"Could not open 'F': "
+    "REASON\" (a file, or an NBD server that cannot be reached, is "
+    "read-only for a writable node, or is this nbdkit itself); \"nbdkit "
+    "is shutting down\"; the checkpoint filter's reason, or \"refused by "
+    "the checkpoint filter\"." },
+  { "blockdev-del", blockdev_del_args, blockdev_del,
+    "Remove a node: its export ends.  Refused while NBD connections "
+    "are open on it or while the checkpoint filter has bitmaps, "
+    "checkpoints or backups on it.",
+    "{}.",
+    "\"Failed to find node with node-name='N'\"; \"Node 'N' is busy: K "
+    "open connection(s)\"; the checkpoint filter's reason, or \"Node is "
+    "in use\"." },
+  { "block_resize", block_resize_args, block_resize,
+    "Grow or shrink a node (file and host_device nodes).  Its bitmaps "
+    "grow with it; a shrink is refused while connections are open.",
+    "{}.",
+    "\"Either device or node-name must be set\"; \"Cannot find "
+    "device='N' nor node-name='N'\" (QEMU 7.2 names only the argument "
+    "given); \"Invalid size S for node 'N'\"; \"Block node is "
+    "read-only\"; \"Cannot shrink node 'N' while it has K open "
+    "connection(s)\"; \"Cannot resize NBD nodes\"; \"Could not resize "
+    "'F': REASON\"; the checkpoint filter's reason, or \"Node is in "
+    "use\"." },
+  { "query-named-block-nodes", query_nodes_args, query_named_block_nodes,
+    "Every node, in QEMU's BlockDeviceInfo shape.  With the checkpoint "
+    "filter, the filter's query-named-block-nodes answers instead (it "
+    "adds the dirty bitmaps).",
+    "[{\"node-name\", \"drv\" (file, host_device, nbd), \"file\" (the "
+    "path or the NBD URI), \"ro\", \"image\": {\"virtual-size\"}}].",
+    NULL },
   { NULL }
 };
 
@@ -326,7 +378,7 @@ static const struct qmp_disk_services disk_services = {
 };
 
 __attribute__ ((visibility ("default")))
-const struct qmp_peer qmpdisk_peer_v3 = {
+const struct qmp_peer qmpdisk_peer_v4 = {
   .version = QMP_PEER_VERSION,
   .commands = &command_set,
   .attach = qmp_attach,

@@ -47,11 +47,14 @@ struct dirty_bitmap *
 bitmaps_lookup (const char *node, const char *name, bool change,
                 struct node **np, struct qmp_error *err)
 {
-  struct node *n = nodes_lookup (node, err);
+  struct node *n = nodes_find (node);
   struct dirty_bitmap *d;
 
-  if (n == NULL)
+  /* QEMU 7.2's text for every bitmap command but add (nodes_lookup's). */
+  if (n == NULL) {
+    qmp_error (err, "Node '%s' not found", node);
     return NULL;
+  }
   d = bitmaps_find (n, name);
   if (d == NULL) {
     qmp_error (err, "Dirty bitmap '%s' not found", name);

@@ -27,7 +27,8 @@ extern bool bitmaps_persistence (void);
 
 extern struct dirty_bitmap *bitmaps_find (struct node *n, const char *name);
 /* NAME on node NODE for a command; NULL with QEMU's error if either is
- * missing, or (when CHANGE) the bitmap is busy or inconsistent.
+ * missing ("Node 'N' not found", "Dirty bitmap 'NAME' not found"), or
+ * (when CHANGE) the bitmap is busy or inconsistent.
  */
 extern struct dirty_bitmap *bitmaps_lookup (const char *node,
                                             const char *name, bool change,

@@ -369,6 +369,197 @@ checkpoints_create (struct txn *t, const char *name, const char *description,
   return c;
 }
 
+/* REDEFINE: the disks, each with a bitmap NAME that may become a
+ * checkpoint's again.  A copy (borrowed names) in *OUT.
+ */
+static int
+redefine_disks (const char *name, const string_vector *disks,
+                string_vector *out, struct qmp_error *err)
+{
+  struct dirty_bitmap *d;
+  struct node *n;
+  size_t i, j;
+
+  for (n = nodes_list (); disks == NULL && n; n = n->next)
+    if (bitmaps_find (n, name) && string_vector_append (out, n->name) == -1)
+      return out_of_memory (err);
+  for (i = 0; disks && i < disks->len; i++)
+    if (string_vector_append (out, disks->ptr[i]) == -1)
+      return out_of_memory (err);
+  if (out->len == 0) {
+    if (disks == NULL)
+      qmp_error (err, "Cannot redefine checkpoint '%s': no disk has a "
+                 "bitmap of that name", name);
+    else
+      qmp_error (err, "A checkpoint needs at least one disk");
+    return -1;
+  }
+  for (i = 0; i < out->len; i++) {
+    if ((n = nodes_lookup (out->ptr[i], err)) == NULL)
+      return -1;
+    for (j = 0; j < i; j++)
+      if (strcmp (out->ptr[i], out->ptr[j]) == 0) {
+        qmp_error (err, "Disk '%s' is named twice", out->ptr[i]);
+        return -1;
+      }
+    d = bitmaps_find (n, name);
+    if (d == NULL) {
+      qmp_error (err, "Cannot redefine checkpoint '%s': disk '%s' has no "
+                 "bitmap '%s'", name, n->name, name);
+      return -1;
+    }
+    if (d->checkpoint) {
+      qmp_error (err, "Cannot redefine checkpoint '%s': bitmap '%s' on '%s' "
+                 "already belongs to a checkpoint", name, name, n->name);
+      return -1;
+    }
+    if (dirty_bitmap_busy (d)) {
+      qmp_error (err, "Bitmap '%s' is currently in use by another operation "
+                 "and cannot be used", name);
+      return -1;
+    }
+    if (d->inconsistent) {
+      qmp_error (err, "Bitmap '%s' on '%s' is inconsistent and cannot be "
+                 "used", name, n->name);
+      return -1;
+    }
+    if (bitmaps_persistence () && !d->persistent) {
+      qmp_error (err, "Cannot redefine checkpoint '%s': bitmap '%s' on '%s' "
+                 "is not persistent", name, name, n->name);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Does a checkpoint from C on (C included) cover NODE? */
+static bool
+covered_from (const struct checkpoint *c, const char *node)
+{
+  for (; c; c = c->next)
+    if (checkpoint_covers (c, node))
+      return true;
+  return false;
+}
+
+/* REDEFINE on each disk: only the newest checkpoint's bitmap may
+ * record, and it must (or the changes since it are lost).  NEXT: the
+ * first checkpoint after the new one.
+ */
+static int
+redefine_check_chain (const char *name, const string_vector *disks,
+                      const struct checkpoint *next, struct qmp_error *err)
+{
+  size_t i;
+
+  for (i = 0; i < disks->len; i++) {
+    struct dirty_bitmap *d = bitmaps_find (nodes_find (disks->ptr[i]), name);
+    bool newest = !covered_from (next, disks->ptr[i]);
+
+    if (newest && !d->recording) {
+      qmp_error (err, "Cannot redefine checkpoint '%s': it would be the "
+                 "newest on '%s', but bitmap '%s' there is disabled",
+                 name, disks->ptr[i], name);
+      return -1;
+    }
+    if (!newest && d->recording) {
+      qmp_error (err, "Cannot redefine checkpoint '%s': bitmap '%s' on '%s' "
+                 "records, but a newer checkpoint covers that disk",
+                 name, name, disks->ptr[i]);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* REDEFINE: where the new checkpoint goes, and its creation time. */
+static int
+redefine_place (const char *name, const char *parent_name, int64_t *ctime,
+                struct checkpoint **parent, struct checkpoint **next,
+                struct qmp_error *err)
+{
+  *parent = NULL;
+  if (parent_name && (*parent = checkpoints_find (parent_name)) == NULL) {
+    qmp_error (err, "Checkpoint '%s' not found", parent_name);
+    return -1;
+  }
+  *next = *parent ? (*parent)->next : checkpoints;
+  if (*ctime < 0)
+    *ctime = time (NULL);
+  if (*parent && *ctime < (*parent)->creation_time) {
+    qmp_error (err, "Cannot redefine checkpoint '%s': its creation-time is "
+               "before its parent's ('%s')", name, (*parent)->name);
+    return -1;
+  }
+  if (*next && *ctime > (*next)->creation_time) {
+    qmp_error (err, "Cannot redefine checkpoint '%s': its creation-time is "
+               "after that of '%s', which would follow it", name,
+               (*next)->name);
+    return -1;
+  }
+  return 0;
+}
+
+struct checkpoint *
+checkpoints_redefine (struct txn *t, const char *name,
+                      const char *description, const string_vector *disks,
+                      const char *parent_name, int64_t ctime,
+                      struct qmp_error *err)
+{
+  string_vector list = empty_vector;
+  struct checkpoint *c, *parent, *next, *p, **pp;
+  struct list_undo *u;
+  size_t i;
+
+  if (!check_new_name (name, err) ||
+      redefine_place (name, parent_name, &ctime, &parent, &next, err) == -1 ||
+      redefine_disks (name, disks, &list, err) == -1 ||
+      redefine_check_chain (name, &list, next, err) == -1) {
+    string_vector_reset (&list);        /* borrowed names */
+    return NULL;
+  }
+  c = checkpoint_new (name, description, &list);
+  string_vector_reset (&list);
+  if (c == NULL || (u = save_list ()) == NULL) {
+    checkpoint_free (c);
+    out_of_memory (err);
+    return NULL;
+  }
+  if (txn_add (t, &list_ops, u) == -1) {
+    clean_list (u);
+    checkpoint_free (c);
+    out_of_memory (err);
+    return NULL;
+  }
+  u->added = c;
+  c->creation_time = ctime;
+  c->parent = parent;
+  for (p = checkpoints; p; p = p->next)
+    if (p->parent == parent)
+      p->parent = c;
+  for (pp = &checkpoints; *pp != next; pp = &(*pp)->next)
+    ;
+  c->next = next;
+  *pp = c;
+  if (next == NULL)
+    current = c;
+  for (i = 0; i < c->disks.len; i++) {
+    struct node *n = nodes_find (c->disks.ptr[i]);
+    struct checkpoint *prev = previous_on (c, n->name);
+    struct dirty_bitmap *pd;
+
+    /* Only where C is the newest: its predecessor stops recording. */
+    if (!covered_from (next, n->name) && prev &&
+        (pd = bitmaps_find (n, prev->name)) != NULL &&
+        bitmaps_set_recording (t, n, pd, false, err) == -1)
+      return NULL;
+    if (bitmaps_set_checkpoint (t, bitmaps_find (n, c->name), true,
+                                err) == -1)
+      return NULL;
+  }
+  return c;
+}
+
 /* On N: hand C's changes to the previous checkpoint's bitmap (which
  * records again if C's did), then drop C's bitmap or, for
  * metadata-only, leave it as a plain bitmap.

@@ -58,6 +58,23 @@ extern struct checkpoint *checkpoints_create (struct txn *t, const char *name,
                                               const char *description,
                                               const string_vector *disks,
                                               struct qmp_error *err);
+/* libvirt's REDEFINE: checkpoint NAME again over the plain bitmaps
+ * of its name on DISKS (NULL: every node that has one), creating and
+ * clearing nothing.  It goes right after PARENT (NULL: first, a root)
+ * and takes over PARENT's children; CTIME < 0 means now.  Refused
+ * unless each bitmap is there, consistent, idle, no checkpoint's yet
+ * and persistent when persistence is available, and unless on each
+ * disk the result keeps "only the newest checkpoint's bitmap records"
+ * and creation times keep the chain's order.  The redefined checkpoint
+ * becomes current when it is the newest.
+ */
+extern struct checkpoint *checkpoints_redefine (struct txn *t,
+                                                const char *name,
+                                                const char *description,
+                                                const string_vector *disks,
+                                                const char *parent,
+                                                int64_t ctime,
+                                                struct qmp_error *err);
 extern int checkpoints_delete (struct txn *t, struct checkpoint *c,
                                bool metadata_only, struct qmp_error *err);
 

@@ -7,6 +7,7 @@
 #include <config.h>
 
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #define NBDKIT_API_VERSION 2
@@ -27,8 +28,9 @@ static int
 parse_disks (json_t *disks, disk_specs *out, struct qmp_error *err)
 {
   static const struct qmp_arg disk_args[] = {
-    { "node", QMP_STR, false },
-    { "export", QMP_STR, true },
+    { "node", QMP_STR, false, "The node to back up." },
+    { "export", QMP_STR, true,
+      "The export's name (NODE@ID); unique among every export." },
     { NULL }
   };
   json_t *d;
@@ -36,11 +38,15 @@ parse_disks (json_t *disks, disk_specs *out, struct qmp_error *err)
 
   json_array_foreach (disks, i, d) {
     struct backup_disk_spec spec;
+    char what[64];
+
     if (!json_is_object (d)) {
-      qmp_error (err, "Invalid parameter type for 'disks', expected: object");
+      qmp_error (err, "Invalid parameter type for 'disks[%zu]', expected: "
+                 "object", i);
       return -1;
     }
-    if (!qmp_check_args (disk_args, d, "disks.", err))
+    snprintf (what, sizeof what, "disks[%zu].", i);
+    if (!qmp_check_args (disk_args, d, what, err))
       return -1;
     spec.node = qmp_arg_str (d, "node", "");
     spec.export = qmp_arg_str (d, "export", NULL);
@@ -85,8 +91,8 @@ parse_checkpoint (json_t *args, struct backup_spec *spec,
                   struct qmp_error *err)
 {
   static const struct qmp_arg spec_args[] = {
-    { "name", QMP_STR, false },
-    { "description", QMP_STR, true },
+    { "name", QMP_STR, false, "The new checkpoint's name." },
+    { "description", QMP_STR, true, "Its description (none)." },
     { NULL }
   };
   json_t *c = json_object_get (args, "checkpoint");
@@ -175,37 +181,53 @@ query_command (json_t *args, struct qmp_error *err)
 }
 
 static const struct qmp_arg begin_args[] = {
-  { "id", QMP_STR, true },
-  { "incremental", QMP_STR, true },
-  { "checkpoint", QMP_OBJECT, true },
-  { "disks", QMP_ARRAY, true },
-  { "on-cbw-error", QMP_STR, true },
+  { "id", QMP_STR, true, "The backup's name (backup-N, N counting up)." },
+  { "incremental", QMP_STR, true,
+    "A checkpoint: the exports' block status then reports the chunks "
+    "unchanged since it as hole without zero (a full backup when "
+    "absent)." },
+  { "checkpoint", QMP_OBJECT, true,
+    "{\"name\", \"description\"?}: a checkpoint created at the same "
+    "instant on the same disks, pending until backup-end with success "
+    "(none)." },
+  { "disks", QMP_ARRAY, true,
+    "[{\"node\", \"export\"?}], at least one (every node)." },
+  { "on-cbw-error", QMP_STR, true,
+    "When saving a chunk before a guest write fails: "
+    "\"break-snapshot\" (the default: the guest write succeeds and "
+    "the backup fails) or \"break-guest-write\" (the guest write "
+    "fails, the backup goes on)." },
   { NULL }
 };
 
 static const struct qmp_arg end_args[] = {
-  { "id", QMP_STR, false },
-  { "success", QMP_BOOL, true },
+  { "id", QMP_STR, false, "The backup." },
+  { "success", QMP_BOOL, true,
+    "Whether the backup was kept (true).  false deletes the checkpoint "
+    "this backup created (by its serial, never a later one of the same "
+    "name), so that the next incremental still covers every change." },
   { NULL }
 };
 
+#define BEGIN_DOC                                                       \
+  "Freeze the disks as they are now and export each one read-only as "  \
+  "it was at this instant (pull mode), whatever is written afterwards " \
+  "(copy-before-write into scratch).  Also a transaction action."
+#define BEGIN_RETURNS                                                   \
+  "{\"id\", \"exports\": [{\"node\", \"export\", \"size\"}]}."
+#define BEGIN_ERRORS                                                    \
+  "\"Backup 'ID' already exists\"; \"Cannot find device='N' nor "       \
+  "node-name='N'\"; \"Disk 'N' is named twice\"; \"Parameter 'disks' "   \
+  "must list at least one disk\"; \"Invalid parameter type for "         \
+  "'disks[I]', expected: object\" and the disks' argument errors "       \
+  "(prefix 'disks[I].'); \"Export 'E' already exists\"; \"Checkpoint "   \
+  "'C' not found\"; \"Checkpoint 'C' does not cover disk 'N'\"; an "     \
+  "inconsistent or missing base bitmap; \"Parameter 'on-cbw-error' "     \
+  "does not accept value 'V'\"; the checkpoint argument's errors "       \
+  "(prefix 'checkpoint.') and checkpoint-create's; \"Cannot create a "   \
+  "scratch file in DIR: REASON\"; a descriptor budget exceeded."
+
 static const struct txn_action actions[] = {
-  /* backup-begin: freeze the disks as they are now and export each one
-   * read-only as it was at this instant (pull mode), whatever is
-   * written afterwards.
-   * Arguments: id? (backup-N), incremental? (a checkpoint: block status
-   * then reports the chunks unchanged since it as holes without zero),
-   * checkpoint? ({"name", "description"?}: created at the same
-   * instant, on the same disks), disks? ([{"node", "export"?}], at
-   * least one; every node; export names default to NODE@ID),
-   * on-cbw-error? ("break-snapshot": the guest write succeeds and the
-   * backup fails; "break-guest-write": the write fails).
-   * Returns: {"id", "exports": [{"node", "export", "size"}]}.
-   * Errors: "Backup 'ID' already exists"; unknown node; "Disk 'N' is
-   * named twice"; "Export 'E' already exists"; "Checkpoint 'C' not
-   * found"; "Checkpoint 'C' does not cover disk 'N'"; an inconsistent
-   * base bitmap; "Cannot create a scratch file in DIR: ...".
-   */
   { "backup-begin", begin_args, begin_action },
   { NULL }
 };
@@ -217,21 +239,21 @@ begin_command (json_t *args, struct qmp_error *err)
 }
 
 static const struct qmp_command commands[] = {
-  { "backup-begin", begin_args, begin_command },
-  /* backup-end: end a backup: its exports refuse new connections and
-   * fail I/O on open ones; its scratch goes with its last connection.
-   * Arguments: id, success? (true; false deletes the checkpoint it
-   * created, so that the next incremental still covers every change).
-   * Returns: {}.
-   * Errors: "Backup 'ID' not found".
-   */
-  { "backup-end", end_args, end_command },
-  /* query-backups: the backups, oldest first.
-   * Arguments: none.
-   * Returns: [{"id", "incremental"?, "checkpoint"?, "exports",
-   * "status" ("active" or "failed"), "error"?, "copied-bytes"}].
-   */
-  { "query-backups", NULL, query_command },
+  { "backup-begin", begin_args, begin_command,
+    BEGIN_DOC, BEGIN_RETURNS, BEGIN_ERRORS },
+  { "backup-end", end_args, end_command,
+    "End a backup: its exports refuse new connections and fail I/O on "
+    "open ones; its scratch space is given back at once.  Ending always "
+    "succeeds for a known backup, also a failed one.",
+    "{}.",
+    "\"Backup 'ID' not found\"." },
+  { "query-backups", NULL, query_command,
+    "The backups, oldest first.",
+    "[{\"id\", \"incremental\"? (its base checkpoint), \"checkpoint\"? "
+    "(the one it created), \"exports\": [{\"node\", \"export\", "
+    "\"size\"}], \"status\" (\"active\" or \"failed\"), \"error\"? (why "
+    "it failed), \"copied-bytes\" (saved to scratch so far)}].",
+    NULL },
   { NULL }
 };
 

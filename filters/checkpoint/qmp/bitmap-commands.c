@@ -2,11 +2,12 @@
  * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
  */
 /* QEMU's block-dirty-bitmap-* commands, each also a transaction action
- * (QEMU's names, arguments, errors and meaning; spec/qmp.md).
+ * (QEMU's names, arguments, errors and meaning; docs/qmp-reference.md).
  */
 #include <config.h>
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #define NBDKIT_API_VERSION 2
@@ -89,29 +90,38 @@ disable_action (struct txn *t, json_t *args, struct qmp_error *err)
   return d ? done (bitmaps_set_recording (t, n, d, false, err)) : NULL;
 }
 
-/* A source of merge: a name on the target's node, or {node, name}. */
+/* Source I of a merge: a name on the target's node, or {node, name}.
+ * Busy and inconsistent sources are refused, as QEMU 7.2 does.
+ */
 static struct dirty_bitmap *
-merge_source (json_t *src, const char *node, struct qmp_error *err)
+merge_source (json_t *src, size_t i, const char *node, struct qmp_error *err)
 {
   static const struct qmp_arg pair_args[] = {
-    { "node", QMP_STR, false },
-    { "name", QMP_STR, false },
+    { "node", QMP_STR, false, "The source's node." },
+    { "name", QMP_STR, false, "The source bitmap." },
     { NULL }
   };
   struct dirty_bitmap *d;
+  char what[64];
 
+  snprintf (what, sizeof what, "bitmaps[%zu].", i);
   if (json_is_object (src)) {
-    if (!qmp_check_args (pair_args, src, "bitmaps.", err))
+    if (!qmp_check_args (pair_args, src, what, err))
       return NULL;
     node = qmp_arg_str (src, "node", "");
     src = json_object_get (src, "name");
   }
   if (!json_is_string (src)) {
-    qmp_error (err, "Invalid parameter type for 'bitmaps', expected: "
-               "string or object");
+    qmp_error (err, "Invalid parameter type for 'bitmaps[%zu]', expected: "
+               "string or object", i);
     return NULL;
   }
   d = bitmaps_lookup (node, json_string_value (src), false, NULL, err);
+  if (d && dirty_bitmap_busy (d)) {
+    qmp_error (err, "Bitmap '%s' is currently in use by another operation "
+               "and cannot be used", d->name);
+    return NULL;
+  }
   if (d && d->inconsistent) {
     qmp_error (err, "Bitmap '%s' is inconsistent and cannot be used",
                d->name);
@@ -139,7 +149,7 @@ merge_action (struct txn *t, json_t *args, struct qmp_error *err)
     return NULL;
   }
   json_array_foreach (sources, i, src) {
-    d = merge_source (src, node, err);
+    d = merge_source (src, i, node, err);
     if (d == NULL)
       return NULL;
     if (bitmap_size (d->bm) != bitmap_size (target->bm)) {
@@ -168,66 +178,51 @@ sha256 (json_t *args, struct qmp_error *err)
 }
 
 static const struct qmp_arg add_args[] = {
-  { "node", QMP_STR, false },
-  { "name", QMP_STR, false },
-  { "granularity", QMP_UINT32, true },
-  { "persistent", QMP_BOOL, true },
-  { "disabled", QMP_BOOL, true },
+  { "node", QMP_STR, false, "The node." },
+  { "name", QMP_STR, false,
+    "The new bitmap's name: 1 to 1023 bytes, not yet on the node." },
+  { "granularity", QMP_UINT32, true,
+    "Bytes per bit: a power of two from 512 B to 2 GiB (64 KiB)." },
+  { "persistent", QMP_BOOL, true,
+    "Kept across restarts in the state= directory (false)." },
+  { "disabled", QMP_BOOL, true,
+    "Created not recording guest writes (false)." },
   { NULL }
 };
 
 static const struct qmp_arg node_name_args[] = {
-  { "node", QMP_STR, false },
-  { "name", QMP_STR, false },
+  { "node", QMP_STR, false, "The node." },
+  { "name", QMP_STR, false, "The bitmap." },
   { NULL }
 };
 
 static const struct qmp_arg merge_args[] = {
-  { "node", QMP_STR, false },
-  { "target", QMP_STR, false },
-  { "bitmaps", QMP_ARRAY, false },
+  { "node", QMP_STR, false, "The target's node." },
+  { "target", QMP_STR, false, "The bitmap that receives the bits." },
+  { "bitmaps", QMP_ARRAY, false,
+    "The sources, at least one: each a bitmap name on the target's "
+    "node, or {\"node\", \"name\"}; every source covers a disk of the "
+    "target's size." },
   { NULL }
 };
 
+#define LOOKUP_ERRORS                                                   \
+  "\"Node 'N' not found\"; \"Dirty bitmap 'NAME' not found\""
+#define CHANGE_ERRORS                                                   \
+  LOOKUP_ERRORS "; \"Bitmap 'NAME' is currently in use by another "     \
+  "operation and cannot be used\" (a checkpoint's bitmap, one a backup "\
+  "reads, or one removed earlier in the same transaction); \"Bitmap "   \
+  "'NAME' is inconsistent and cannot be used\""
+
+/* QEMU's commands, each also a transaction action; the docs live in
+ * the command table below.
+ */
 static const struct txn_action actions[] = {
-  /* block-dirty-bitmap-add: a new, clean bitmap on NODE that records
-   * every guest write from now on (unless disabled).
-   * Arguments: node, name (1 to 1023 bytes, not yet on the node),
-   * granularity? (a power of two, 512 B to 2 GiB; 64 KiB),
-   * persistent? (kept in state=; false), disabled? (false).
-   * Returns: {}.
-   * Errors: "Cannot find device='N' nor node-name='N'"; "Bitmap already
-   * exists: NAME"; "Granularity must be power of 2 and at least 512";
-   * "Can't store persistent bitmaps to N: ..." without state=.
-   */
   { "block-dirty-bitmap-add", add_args, add_action },
-  /* block-dirty-bitmap-remove: drop a bitmap (at commit, inside a
-   * transaction); inconsistent ones may be removed, busy ones not.
-   * Arguments: node, name.  Returns: {}.
-   * Errors: unknown node; "Dirty bitmap 'NAME' not found"; "Bitmap
-   * 'NAME' is currently in use by another operation and cannot be used".
-   */
   { "block-dirty-bitmap-remove", node_name_args, remove_action },
-  /* block-dirty-bitmap-clear: every chunk clean again.
-   * Arguments: node, name.  Returns: {}.
-   * Errors: as remove, and "Bitmap 'NAME' is inconsistent and cannot be
-   * used".
-   */
   { "block-dirty-bitmap-clear", node_name_args, clear_action },
-  /* block-dirty-bitmap-enable / -disable: start or stop recording
-   * guest writes.  Arguments: node, name.  Returns: {}.
-   * Errors: as clear.
-   */
   { "block-dirty-bitmap-enable", node_name_args, enable_action },
   { "block-dirty-bitmap-disable", node_name_args, disable_action },
-  /* block-dirty-bitmap-merge: TARGET |= each of BITMAPS.
-   * Arguments: node, target, bitmaps ([name on NODE, or {"node",
-   * "name"}], at least one).  Returns: {}.
-   * Errors: as clear for the target; unknown or inconsistent sources;
-   * "Parameter 'bitmaps' must list at least one bitmap" (QEMU 7.2
-   * crashes instead); "Bitmaps are incompatible and can't be merged"
-   * for bitmaps of disks of different sizes.
-   */
   { "block-dirty-bitmap-merge", merge_args, merge_action },
   { NULL }
 };
@@ -247,19 +242,59 @@ COMMAND (disable_command, 4)
 COMMAND (merge_command, 5)
 
 static const struct qmp_command commands[] = {
-  { "block-dirty-bitmap-add", add_args, add_command },
-  { "block-dirty-bitmap-remove", node_name_args, remove_command },
-  { "block-dirty-bitmap-clear", node_name_args, clear_command },
-  { "block-dirty-bitmap-enable", node_name_args, enable_command },
-  { "block-dirty-bitmap-disable", node_name_args, disable_command },
-  { "block-dirty-bitmap-merge", merge_args, merge_command },
-  /* x-debug-block-dirty-bitmap-sha256: the SHA-256 of the bitmap's bits
-   * in QEMU 7.2's layout (bit i of byte i/8 is chunk i, padded with
-   * zero bytes to a multiple of 8), as 64 hex digits.
-   * Arguments: node, name.  Returns: {"sha256": HEX}.
-   * Errors: unknown node or bitmap.
-   */
-  { "x-debug-block-dirty-bitmap-sha256", node_name_args, sha256 },
+  { "block-dirty-bitmap-add", add_args, add_command,
+    "A new, clean bitmap on the node that records every guest write "
+    "from now on (unless disabled), listed first (newest first, as "
+    "QEMU).  Also a transaction action.",
+    "{}.",
+    "\"Cannot find device='N' nor node-name='N'\"; \"Bitmap name cannot "
+    "be empty\"; \"Bitmap name too long: NAME\"; \"Bitmap already exists: "
+    "NAME\" (a checkpoint's bitmap holds its checkpoint's name); "
+    "\"Granularity must be power of 2 and at least 512\" (also above "
+    "2 GiB); \"Parameter 'granularity' expects uint32_t\"; \"Can't store "
+    "persistent bitmaps to N: ...\" without state=; \"Cannot allocate "
+    "bitmap NAME: REASON\"." },
+  { "block-dirty-bitmap-remove", node_name_args, remove_command,
+    "Drop a bitmap; inside a transaction at its commit (until then it "
+    "is busy, so that remove then add of one name fails as in QEMU).  "
+    "Inconsistent bitmaps may be removed (that is how they go away), "
+    "busy ones not.  Also a transaction action.",
+    "{}.",
+    LOOKUP_ERRORS "; \"Bitmap 'NAME' is currently in use by another "
+    "operation and cannot be used\"." },
+  { "block-dirty-bitmap-clear", node_name_args, clear_command,
+    "Every chunk clean again.  Also a transaction action.",
+    "{}.",
+    CHANGE_ERRORS "." },
+  { "block-dirty-bitmap-enable", node_name_args, enable_command,
+    "Start recording guest writes.  Also a transaction action.",
+    "{}.",
+    CHANGE_ERRORS "." },
+  { "block-dirty-bitmap-disable", node_name_args, disable_command,
+    "Stop recording guest writes.  Also a transaction action.",
+    "{}.",
+    CHANGE_ERRORS "." },
+  { "block-dirty-bitmap-merge", merge_args, merge_command,
+    "TARGET |= each source, all or nothing; sources of another "
+    "granularity mark every target chunk they overlap.  Also a "
+    "transaction action.",
+    "{}.",
+    CHANGE_ERRORS " for the target; for a source, \"Node 'N' not "
+    "found\", \"Dirty bitmap 'NAME' not found\", busy (as for the "
+    "target, QEMU 7.2's refusal) or inconsistent; \"Parameter "
+    "'bitmaps[I].name' is missing\" and the other argument errors of a "
+    "{node, name} source; \"Invalid parameter type for 'bitmaps[I]', "
+    "expected: string or object\"; \"Parameter 'bitmaps' must list at "
+    "least one bitmap\" (QEMU 7.2 crashes instead); \"Bitmaps are "
+    "incompatible and can't be merged\" for bitmaps of disks of "
+    "different sizes." },
+  { "x-debug-block-dirty-bitmap-sha256", node_name_args, sha256,
+    "The SHA-256 of the bitmap's bits in QEMU 7.2's layout: bit i of "
+    "byte i/8 (at position i%8) is chunk i, padded with zero bytes to a "
+    "multiple of 8 bytes; the same operations on the same disk give the "
+    "same hash as in qemu-storage-daemon 7.2.",
+    "{\"sha256\": 64 hex digits}.",
+    LOOKUP_ERRORS "." },
   { NULL }
 };
 

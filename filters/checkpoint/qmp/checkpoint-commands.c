@@ -27,8 +27,8 @@ disk_names (json_t *disks, string_vector *names, struct qmp_error *err)
 
   json_array_foreach (disks, i, v) {
     if (!json_is_string (v)) {
-      qmp_error (err, "Invalid parameter type for 'disks', expected: "
-                 "string");
+      qmp_error (err, "Invalid parameter type for 'disks[%zu]', expected: "
+                 "string", i);
       return -1;
     }
     if (string_vector_append (names, (char *) json_string_value (v)) == -1) {
@@ -45,9 +45,28 @@ create_action (struct txn *t, json_t *args, struct qmp_error *err)
   json_t *disks = json_object_get (args, "disks"), *ret;
   string_vector names = empty_vector;
   struct checkpoint *c = NULL;
+  bool redefine = qmp_arg_bool (args, "redefine", false);
 
+  if (!redefine && json_object_get (args, "parent")) {
+    qmp_error (err, "Parameter 'parent' needs 'redefine'");
+    return NULL;
+  }
+  if (!redefine && json_object_get (args, "creation-time")) {
+    qmp_error (err, "Parameter 'creation-time' needs 'redefine'");
+    return NULL;
+  }
+  if (redefine && qmp_arg_int (args, "creation-time", 0) < 0) {
+    qmp_error (err, "Parameter 'creation-time' expects a non-negative value");
+    return NULL;
+  }
   if (disk_names (disks, &names, err) == 0)
-    c = checkpoints_create (t, qmp_arg_str (args, "name", ""),
+    c = redefine
+      ? checkpoints_redefine (t, qmp_arg_str (args, "name", ""),
+                              qmp_arg_str (args, "description", NULL),
+                              disks ? &names : NULL,
+                              qmp_arg_str (args, "parent", NULL),
+                              qmp_arg_int (args, "creation-time", -1), err)
+      : checkpoints_create (t, qmp_arg_str (args, "name", ""),
                             qmp_arg_str (args, "description", NULL),
                             disks ? &names : NULL, err);
   string_vector_reset (&names);
@@ -61,23 +80,64 @@ create_action (struct txn *t, json_t *args, struct qmp_error *err)
 }
 
 static const struct qmp_arg create_args[] = {
-  { "name", QMP_STR, false },
-  { "description", QMP_STR, true },
-  { "disks", QMP_ARRAY, true },
+  { "name", QMP_STR, false,
+    "The new checkpoint's name (1 to 1023 bytes), also its bitmaps' "
+    "name." },
+  { "description", QMP_STR, true, "Free text kept with it (none)." },
+  { "disks", QMP_ARRAY, true,
+    "[node], at least one, none twice (every node; with redefine, every "
+    "node that has a bitmap of that name)." },
+  { "redefine", QMP_BOOL, true,
+    "libvirt's REDEFINE (false): re-attach the checkpoint to the plain "
+    "persistent bitmaps that kept its name on each of its disks (after "
+    "a metadata-only delete, or when a management layer rebuilds its "
+    "records), creating and clearing nothing." },
+  { "parent", QMP_STR, true,
+    "Only with redefine: the checkpoint it follows; it takes over the "
+    "parent's children (none: it goes first, a root, before every "
+    "other checkpoint)." },
+  { "creation-time", QMP_INT, true,
+    "Only with redefine: its creation time in seconds, not before its "
+    "parent's and not after the checkpoint that will follow it (now)." },
   { NULL }
 };
 
+#define CREATE_DOC                                                      \
+  "A new checkpoint, child of the current one, that becomes current; "  \
+  "on each of its disks its bitmap (named after it) records from now "  \
+  "on and the previous checkpoint's stops.  With redefine, an old "     \
+  "checkpoint comes back over the bitmaps it left (see redefine); it "  \
+  "becomes current when it is the newest, and on each disk where it "   \
+  "is the newest its predecessor's bitmap stops recording.  Also a "    \
+  "transaction action."
+#define CREATE_RETURNS                                                  \
+  "{\"name\", \"parent\"? (absent for a root), \"creation-time\" "       \
+  "(seconds)}."
+#define CREATE_ERRORS                                                   \
+  "\"Checkpoint name must be 1 to 1023 bytes\"; \"Checkpoint 'NAME' "   \
+  "already exists\"; \"Cannot find device='N' nor node-name='N'\"; "    \
+  "\"Invalid parameter type for 'disks[I]', expected: string\"; \"Disk " \
+  "'N' is named twice\"; \"A checkpoint needs at least one disk\"; "    \
+  "\"Bitmap already exists: NAME\" on a disk.  \"Parameter 'parent' "    \
+  "needs 'redefine'\", \"Parameter 'creation-time' needs 'redefine'\", "  \
+  "\"Parameter 'creation-time' expects a non-negative value\".  "        \
+  "Refused redefines (nothing changes): \"Checkpoint 'P' not found\" "  \
+  "(the parent); \"Cannot redefine checkpoint 'NAME': no disk has a "    \
+  "bitmap of that name\"; \"...: disk 'N' has no bitmap 'NAME'\"; "      \
+  "\"...: bitmap 'NAME' on 'N' already belongs to a checkpoint\"; "      \
+  "\"Bitmap 'NAME' is currently in use by another operation and cannot " \
+  "be used\" (busy: a backup reads it, or it is removed earlier in the " \
+  "same transaction); \"Bitmap 'NAME' on 'N' is inconsistent and "       \
+  "cannot be used\"; \"...: bitmap 'NAME' on 'N' is not persistent\" "   \
+  "(with state=); and where the result would not be a valid chain: "    \
+  "\"...: its creation-time is before its parent's ('P')\", \"...: its "  \
+  "creation-time is after that of 'C', which would follow it\", \"...: " \
+  "it would be the newest on 'N', but bitmap 'NAME' there is "          \
+  "disabled\" (the changes since it would be lost), \"...: bitmap "      \
+  "'NAME' on 'N' records, but a newer checkpoint covers that disk\" "    \
+  "(only the newest checkpoint's bitmap on a disk records)."
+
 static const struct txn_action actions[] = {
-  /* checkpoint-create: a new checkpoint, child of the current one, that
-   * becomes current; on each of its disks its bitmap (named after it)
-   * records from now on and the previous checkpoint's stops.
-   * Arguments: name (1 to 1023 bytes, new), description?, disks?
-   * ([node]; every node).
-   * Returns: {"name", "parent"? (absent for a root), "creation-time"}.
-   * Errors: "Checkpoint 'NAME' already exists"; unknown node; "Disk 'N'
-   * is named twice"; "Bitmap already exists: NAME" on a disk; "A
-   * checkpoint needs at least one disk".
-   */
   { "checkpoint-create", create_args, create_action },
   { NULL }
 };
@@ -282,49 +342,53 @@ query_command (json_t *args, struct qmp_error *err)
 }
 
 static const struct qmp_arg delete_args[] = {
-  { "name", QMP_STR, false },
-  { "children", QMP_BOOL, true },
-  { "children-only", QMP_BOOL, true },
-  { "metadata-only", QMP_BOOL, true },
+  { "name", QMP_STR, false, "The checkpoint." },
+  { "children", QMP_BOOL, true, "Its descendants too (false)." },
+  { "children-only", QMP_BOOL, true,
+    "Only its descendants, not itself (false)." },
+  { "metadata-only", QMP_BOOL, true,
+    "Forget the checkpoint but leave its bitmaps in place as plain "
+    "persistent bitmaps, for a later redefine (false)." },
   { NULL }
 };
 
 static const struct qmp_arg query_args[] = {
-  { "roots", QMP_BOOL, true },
-  { "leaves", QMP_BOOL, true },
-  { "no-leaves", QMP_BOOL, true },
-  { "parent", QMP_STR, true },
-  { "descendants", QMP_BOOL, true },
-  { "size", QMP_BOOL, true },
+  { "roots", QMP_BOOL, true, "Only the checkpoints without a parent." },
+  { "leaves", QMP_BOOL, true,
+    "Only those without children (with no-leaves too: no filter, as "
+    "libvirt)." },
+  { "no-leaves", QMP_BOOL, true, "Only those with children." },
+  { "parent", QMP_STR, true, "Only the children of this checkpoint." },
+  { "descendants", QMP_BOOL, true,
+    "With parent: all of its descendants, not only its children." },
+  { "size", QMP_BOOL, true,
+    "Add each disk's size: the bytes changed on that disk since the "
+    "checkpoint, clipped to the disk size (false)." },
   { NULL }
 };
 
 static const struct qmp_command commands[] = {
-  { "checkpoint-create", create_args, create_command },
-  /* checkpoint-delete: forget a checkpoint and keep every other one's
-   * "changed since" exact: its bitmap merges into its parent's on each
-   * disk (which records again if it was the newest).
-   * Arguments: name, children? (its descendants too), children-only?
-   * (only its descendants), metadata-only? (leave its bitmaps as plain
-   * persistent bitmaps).
-   * Returns: {}.
-   * Errors: "Checkpoint 'NAME' not found"; "'children' and
-   * 'children-only' are mutually exclusive"; "Checkpoint 'NAME' is in
-   * use by a backup"; "Cannot delete checkpoint ...: disk 'N' is not
-   * present".
-   */
-  { "checkpoint-delete", delete_args, delete_command },
-  /* query-checkpoints: the checkpoints, oldest first.
-   * Arguments (filters): roots?, leaves?, no-leaves? (both: no
-   * filter), parent? (its children), descendants? (with parent: all
-   * of them), size? (bytes changed on each disk since each checkpoint,
-   * clipped to the disk size).
-   * Returns: [{"name", "parent"?, "children", "creation-time",
-   * "description"?, "current", "disks": [{"node", "bitmap", "size"?}]}].
-   * Errors: unknown parent; "'roots' and 'parent' are mutually
-   * exclusive"; "'descendants' needs 'parent'".
-   */
-  { "query-checkpoints", query_args, query_command },
+  { "checkpoint-create", create_args, create_command,
+    CREATE_DOC, CREATE_RETURNS, CREATE_ERRORS },
+  { "checkpoint-delete", delete_args, delete_command,
+    "Forget a checkpoint and keep every other one's \"changed since\" "
+    "exact: its bitmap merges into its parent's on each disk (which "
+    "records again if it was the newest); descendants go first, newest "
+    "first.",
+    "{}.",
+    "\"Checkpoint 'NAME' not found\"; \"'children' and 'children-only' "
+    "are mutually exclusive\"; \"Checkpoint 'NAME' is in use by a "
+    "backup\"; \"Cannot delete checkpoint 'NAME': disk 'N' is not "
+    "present\"." },
+  { "query-checkpoints", query_args, query_command,
+    "The checkpoints, oldest first, filtered as the arguments say.",
+    "[{\"name\", \"parent\"? (absent for a root), \"children\": "
+    "[names], \"creation-time\" (seconds), \"description\"?, "
+    "\"current\" (the parent of the next checkpoint-create), \"disks\": "
+    "[{\"node\", \"bitmap\" (its name), \"size\"? (with size=true, "
+    "absent when unknown: an inconsistent bitmap)}]}].",
+    "\"Checkpoint 'P' not found\" (parent); \"'roots' and 'parent' are "
+    "mutually exclusive\"; \"'descendants' needs 'parent'\"." },
   { NULL }
 };
 

@@ -16,6 +16,17 @@
 
 static const struct qmp_disk_services *disk_services;
 
+/* QEMU 7.2's count: dirty chunks times the granularity, the last,
+ * partial chunk counted whole (a checkpoint's size is clipped).
+ */
+static uint64_t
+qemu_count (const struct dirty_bitmap *d)
+{
+  if (d->inconsistent)
+    return 0;
+  return bitmap_count_chunks (d->bm) * bitmap_granularity (d->bm);
+}
+
 /* QEMU's bitmap-info of each bitmap of N, newest first. */
 static json_t *
 describe_bitmaps (struct node *n)
@@ -28,7 +39,7 @@ describe_bitmaps (struct node *n)
       "{s:s,s:I,s:I,s:b,s:b,s:b,s:b}",
       "name", d->name,
       "granularity", (json_int_t) bitmap_granularity (d->bm),
-      "count", (json_int_t) (d->inconsistent ? 0 : bitmap_count_bytes (d->bm)),
+      "count", (json_int_t) qemu_count (d),
       "recording", dirty_bitmap_records (d),
       "persistent", d->persistent,
       "busy", dirty_bitmap_busy (d),
@@ -70,19 +81,23 @@ query_named_block_nodes (json_t *args, struct qmp_error *err)
 }
 
 static const struct qmp_arg query_nodes_args[] = {
-  { "flat", QMP_BOOL, true },
+  { "flat", QMP_BOOL, true, "Accepted, no effect (every node is listed)." },
   { NULL }
 };
 
 static const struct qmp_command commands[] = {
-  /* query-named-block-nodes: every node with its dirty bitmaps.
-   * Arguments: flat? (accepted, no effect).
-   * Returns: [{"node-name", "drv", "file", "ro", "image":
-   * {"virtual-size"}, "dirty-bitmaps"?: [{"name", "granularity",
-   * "count" (dirty bytes), "recording", "persistent", "busy",
-   * "inconsistent"}]}].
-   */
-  { "query-named-block-nodes", query_nodes_args, query_named_block_nodes },
+  { "query-named-block-nodes", query_nodes_args, query_named_block_nodes,
+    "Every node with its dirty bitmaps; over qmpdisk this answers "
+    "instead of the plugin's command, over another plugin the one node "
+    "is listed with driver \"nbdkit\".",
+    "[{\"node-name\", \"drv\", \"file\", \"ro\", \"image\": "
+    "{\"virtual-size\"}, \"dirty-bitmaps\"? (absent when there is none): "
+    "[{\"name\", \"granularity\", \"count\" (dirty chunks times the "
+    "granularity, the last, partial chunk counted whole, as QEMU 7.2; 0 "
+    "when inconsistent), \"recording\", \"persistent\", \"busy\" (a "
+    "checkpoint's, or read by a backup: the low-level commands refuse "
+    "it), \"inconsistent\"}] (newest first)}].",
+    NULL },
   { NULL }
 };
 

@@ -84,8 +84,13 @@ action_run_one (const struct txn_action *a, json_t *args,
 }
 
 static const struct qmp_arg action_args[] = {
-  { "type", QMP_STR, false },
-  { "data", QMP_OBJECT, true },
+  { "type", QMP_STR, false,
+    "The action: any block-dirty-bitmap-* command (not "
+    "x-debug-block-dirty-bitmap-sha256), checkpoint-create, backup-begin "
+    "or abort." },
+  { "data", QMP_OBJECT, true,
+    "The action's arguments, as the command of that name takes them "
+    "(abort: none)." },
   { NULL }
 };
 
@@ -134,7 +139,9 @@ static bool
 check_properties (json_t *props, json_t *actions, struct qmp_error *err)
 {
   static const struct qmp_arg prop_args[] = {
-    { "completion-mode", QMP_STR, true },
+    { "completion-mode", QMP_STR, true,
+      "\"individual\" (the default); \"grouped\" is refused while no "
+      "action starts a job." },
     { NULL }
   };
   const char *mode;
@@ -210,24 +217,28 @@ static const struct txn_action abort_actions[] = {
 };
 
 static const struct qmp_arg transaction_args[] = {
-  { "actions", QMP_ARRAY, false },
-  { "properties", QMP_OBJECT, true },
+  { "actions", QMP_ARRAY, false,
+    "The actions, [{\"type\": T, \"data\": {...}}], run in this order "
+    "(each sees the ones before it); an empty list succeeds." },
+  { "properties", QMP_OBJECT, true,
+    "{\"completion-mode\"?}." },
   { NULL }
 };
 
 static const struct qmp_command commands[] = {
-  /* transaction: run every action at one instant (no guest write lands
-   * between them) or none at all.
-   * Arguments: actions ([{"type": T, "data": {...}}]; T is any
-   * block-dirty-bitmap-* command, checkpoint-create, backup-begin or
-   * abort), properties? ({"completion-mode": "individual"}; "grouped"
-   * is refused while no action starts a job).
-   * Returns: {}.
-   * Errors: the first failing action's error, after undoing the others;
-   * "Cannot save the state directory ..." when the result cannot be
-   * recorded (nothing is changed then).
-   */
-  { "transaction", transaction_args, transaction },
+  { "transaction", transaction_args, transaction,
+    "Run every action at one instant (no guest write lands between "
+    "them) or none at all.  The abort action always fails (\"Transaction "
+    "aborted using Abort action\"), so that every action before it is "
+    "undone.",
+    "{}.",
+    "The first failing action's error, after undoing the others; "
+    "\"Invalid parameter type for 'actions[I]', expected: object\"; "
+    "for a bad action, its arguments' errors with the prefix 'data.'; "
+    "an unknown type or one that is not an action (e.g. blockdev-backup, "
+    "drive-backup, not implemented); \"Cannot save the state directory "
+    "...\" when the result cannot be recorded (nothing is changed then)."
+  },
   { NULL }
 };
 
