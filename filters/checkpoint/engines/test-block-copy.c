@@ -174,8 +174,8 @@ test_needed (void)
 
 struct job {
   struct block_copy *bc;
-  int r;
-  volatile bool done;
+  int r;                        /* read after done */
+  bool done;                    /* atomic */
 };
 
 static void *
@@ -184,7 +184,7 @@ saver (void *p)
   struct job *j = p;
 
   j->r = block_copy_save (j->bc, &plugin, 0, 8 * MiB, NULL);
-  j->done = true;
+  __atomic_store_n (&j->done, true, __ATOMIC_SEQ_CST);
   return NULL;
 }
 
@@ -196,19 +196,19 @@ reader (void *p)
   int err;
 
   j->r = block_copy_read (j->bc, &plugin, buf, sizeof buf, 6 * MiB, &err);
-  j->done = true;
+  __atomic_store_n (&j->done, true, __ATOMIC_SEQ_CST);
   return NULL;
 }
 
 /* Bounded wait for a flag: a failure guard, not a speed check. */
 static bool
-wait_flag (volatile bool *flag)
+wait_flag (bool *flag)
 {
   int i;
 
-  for (i = 0; i < 10000 && !*flag; i++)
+  for (i = 0; i < 10000 && !__atomic_load_n (flag, __ATOMIC_SEQ_CST); i++)
     usleep (1000);
-  return *flag;
+  return __atomic_load_n (flag, __ATOMIC_SEQ_CST);
 }
 
 static void
@@ -230,7 +230,7 @@ test_stripes_of_a_large_save (void)
    */
   pthread_create (&tr, NULL, reader, &r);
   CHECK (wait_flag (&r.done) && r.r == 0);
-  CHECK (!s.done);
+  CHECK (!__atomic_load_n (&s.done, __ATOMIC_SEQ_CST));
   pthread_mutex_lock (&gate_lock);
   gate_closed = false;
   pthread_cond_broadcast (&gate_cond);
