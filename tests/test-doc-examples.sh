@@ -57,7 +57,7 @@ assert_grep ' skipped 0$' "$tmp/c.out"
 assert_eq "$(cat "$tmp/py.out")" "$(cat "$tmp/c.out")" "the examples' counts, full"
 
 # Changes since c1: data, write-zeroes over data, a discard of data.
-qio "$live" 'write -P 0x22 64k 3' 'write -z 1M 128k' 'discard 3M 64k' \
+qio "$live" 'write -P 0x22 64k 3' 'write -z -u 1M 128k' 'discard 3M 64k' \
     'write -P 0x33 4M 4k' 'flush'
 cp "$tmp/disk.img" "$tmp/freeze1"
 $QMP "$tmp/q.sock" backup-begin '{"id": "inc", "incremental": "c1"}' > /dev/null
