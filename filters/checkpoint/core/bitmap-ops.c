@@ -183,8 +183,8 @@ bitmaps_add (struct txn *t, struct node *n, const char *name,
     nr++;
   if (nr >= limits.bitmaps_per_disk) {
     qmp_error (err, "Cannot add bitmap '%s' to '%s': it has %u bitmaps, "
-               "the limit (max-bitmaps-per-disk=%u); remove unused ones first", name, n->name, nr,
-               limits.bitmaps_per_disk);
+               "the limit (max-bitmaps-per-disk=%u); remove unused ones "
+               "first", name, n->name, nr, limits.bitmaps_per_disk);
     return -1;
   }
   d = dirty_bitmap_new (name, n->size, granularity);
