@@ -49,7 +49,12 @@ extern int lifecycle_config (const char *key, const char *value);
   QMP_SERVER_CONFIG_HELP "\n" \
   "state=<DIR>          Keep bitmaps and checkpoints in this directory.\n" \
   "scratch=<DIR>        Put backups' scratch files here (default: state=).\n" \
-  "node-name=<NAME>     Node name of a single-export plugin's disk."
+  "node-name=<NAME>     Node name of a single-export plugin's disk.\n" \
+  "max-bitmaps-per-disk=<N> Bitmaps per disk (default 1024).\n" \
+  "max-checkpoints=<N>  Checkpoints (default 1024).\n" \
+  "max-backups=<N>      Active backups at once (default 16).\n" \
+  "max-backup-connections=<N> NBD connections to all backup exports\n" \
+  "                     (default 64)."
 /* Before the plugin's .config_complete. */
 extern int lifecycle_config_complete (void);
 extern int lifecycle_get_ready (void);

@@ -14,6 +14,7 @@
 #include "peer.h"
 #include "server.h"
 #include "core/checkpoint-chain.h"
+#include "core/limits.h"
 #include "core/node.h"
 #include "engines/job.h"
 #include "engines/persist.h"
@@ -62,6 +63,23 @@ set_path (char **where, const char *value)
   return *where ? 0 : -1;
 }
 
+/* max-*=N: a limit of core/limits.h, 1 to LIMIT_MAX. */
+static int
+set_limit (unsigned *where, const char *key, const char *value)
+{
+  unsigned v;
+
+  if (nbdkit_parse_unsigned (key, value, &v) == -1)
+    return -1;
+  if (v < 1 || v > LIMIT_MAX) {
+    nbdkit_error ("checkpoint: %s=%s: must be 1 to %u", key, value,
+                  LIMIT_MAX);
+    return -1;
+  }
+  *where = v;
+  return 0;
+}
+
 /* 0 when taken, 1 when the key is not ours, -1 on error. */
 int
 lifecycle_config (const char *key, const char *value)
@@ -74,6 +92,14 @@ lifecycle_config (const char *key, const char *value)
     return set_path (&state_dir, value);
   if (strcmp (key, "scratch") == 0)
     return set_path (&scratch_dir, value);
+  if (strcmp (key, "max-bitmaps-per-disk") == 0)
+    return set_limit (&limits.bitmaps_per_disk, key, value);
+  if (strcmp (key, "max-checkpoints") == 0)
+    return set_limit (&limits.checkpoints, key, value);
+  if (strcmp (key, "max-backups") == 0)
+    return set_limit (&limits.backups, key, value);
+  if (strcmp (key, "max-backup-connections") == 0)
+    return set_limit (&limits.backup_connections, key, value);
   if (strcmp (key, "node-name") == 0) {
     if (!valid_node_name (value)) {
       nbdkit_error ("checkpoint: invalid node-name '%s': a letter, then "

@@ -10,6 +10,7 @@
 
 #include "bitmap.h"
 #include "core/bitmap-ops.h"
+#include "core/limits.h"
 
 static bool persistence;
 
@@ -176,9 +177,19 @@ bitmaps_add (struct txn *t, struct node *n, const char *name,
 {
   struct dirty_bitmap *d;
   struct bitmap_undo *u;
+  unsigned nr = 0;
 
   if (!check_new (n, name, granularity, persistent, err))
     return -1;
+  /* Bounds the memory of clean bitmaps and the work of every save. */
+  for (d = n->bitmaps; d; d = d->next)
+    nr++;
+  if (nr >= limits.bitmaps_per_disk) {
+    qmp_error (err, "Cannot add bitmap '%s' to '%s': it has %u bitmaps, "
+               "the limit (max-bitmaps-per-disk=%u); remove unused ones "
+               "first", name, n->name, nr, limits.bitmaps_per_disk);
+    return -1;
+  }
   d = dirty_bitmap_new (name, n->size, granularity);
   if (d == NULL) {
     qmp_error (err, "Cannot allocate bitmap %s: %s", name, strerror (errno));

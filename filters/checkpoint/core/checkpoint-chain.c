@@ -11,6 +11,7 @@
 #include "bitmap.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
+#include "core/limits.h"
 
 static struct checkpoint *checkpoints;  /* oldest first */
 static struct checkpoint *current;
@@ -341,8 +342,16 @@ checkpoints_create (struct txn *t, const char *name, const char *description,
   string_vector list = empty_vector;
   struct checkpoint *c;
   struct list_undo *u;
-  size_t i;
+  size_t i, nr = 0;
 
+  for (c = checkpoints; c; c = c->next)
+    nr++;
+  if (nr >= limits.checkpoints) {
+    qmp_error (err, "Cannot create checkpoint '%s': there are %zu "
+               "checkpoints, the limit (max-checkpoints=%u); delete old "
+               "ones first", name, nr, limits.checkpoints);
+    return NULL;
+  }
   if (!check_new_name (name, err) ||
       checked_disks (name, disks, &list, err) == -1) {
     string_vector_reset (&list);        /* borrowed names */

@@ -15,6 +15,7 @@
 #include "bitmap.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
+#include "core/limits.h"
 #include "engines/snapshot-access.h"
 #include "features/pull-backup.h"
 
@@ -52,6 +53,10 @@ static pthread_mutex_t backups_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct backup *backups;
 static const char *scratch_dir;
 static unsigned next_id = 1;
+/* Connections open on every backup's exports, under backups_lock:
+ * each holds nbdkit threads, so they are bounded together.
+ */
+static unsigned export_connections;
 
 void
 backups_set_scratch_dir (const char *dir)
@@ -414,6 +419,17 @@ count_nodes (void)
   return nr;
 }
 
+static unsigned
+count_backups (void)
+{
+  struct backup *b;
+  unsigned nr = 0;
+
+  for (b = backups; b; b = b->next)
+    nr++;
+  return nr;
+}
+
 /* Descriptors kept free for everything else: saving the state
  * directory, new NBD and QMP connections, the plugin's own.
  */
@@ -468,6 +484,12 @@ backup_begin (struct txn *t, const struct backup_spec *spec,
 
   if (spec->id && backups_find (spec->id)) {
     qmp_error (err, "Backup '%s' already exists", spec->id);
+    return NULL;
+  }
+  if (count_backups () >= limits.backups) {
+    qmp_error (err, "Cannot begin a backup: %u backups are active, the "
+               "limit (max-backups=%u); end one first", count_backups (),
+               limits.backups);
     return NULL;
   }
   if (check_fd_budget (nr, err) == -1)
@@ -575,6 +597,14 @@ backup_export_open (const char *name)
                         "(see query-backups)", b->id);
           return NULL;
         }
+        if (export_connections >= limits.backup_connections) {
+          nbdkit_error ("checkpoint: backup export '%s' refused: %u "
+                        "connections to backup exports are open, the limit "
+                        "(max-backup-connections=%u)", name,
+                        export_connections, limits.backup_connections);
+          return NULL;
+        }
+        export_connections++;
         b->connections++;
         return &b->exports[i];
       }
@@ -589,6 +619,7 @@ backup_export_close (struct backup_export *e)
 
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&backups_lock);
+    export_connections--;
     free_now = --b->connections == 0 && b->ended;
   }
   if (free_now)

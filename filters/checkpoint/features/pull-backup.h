@@ -83,8 +83,9 @@ extern bool backups_use_node (const struct node *n);
 extern void backups_end_all (void);
 
 /* Data path.  backup_export_open finds an active backup's export NAME
- * and counts a connection (NULL if none); backup_export_close undoes
- * it.
+ * and counts a connection (NULL if none; NULL with an error logged if
+ * the backup has failed or max-backup-connections are open);
+ * backup_export_close undoes it.
  */
 extern struct backup_export *backup_export_open (const char *name);
 extern void backup_export_close (struct backup_export *e);
