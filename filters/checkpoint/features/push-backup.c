@@ -1,0 +1,718 @@
+/* SPDX-License-Identifier: BSD-3-Clause
+ * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+ */
+/* Push backup jobs (see push-backup.h). */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "cleanup.h"
+#include "rounding.h"
+#include "bitmap.h"
+#include "core/bitmap-ops.h"
+#include "engines/cbw.h"
+#include "engines/snapshot-access.h"
+#include "features/push-backup.h"
+
+/* The copy goes by requests of this size (block status is asked per
+ * request too).
+ */
+#define COPY_CHUNK (4 * 1024 * 1024)
+/* Zeros in data are found by pieces of this size. */
+#define ZERO_PIECE (64 * 1024)
+
+struct push_backup {
+  struct job job;               /* first: the engine's view */
+  char *label;                  /* "job ID", in messages */
+  struct node *node;            /* NULL once the job let go of it */
+  char *export;                 /* what the job's context opens */
+  struct cbw *cbw;
+  bool attached;                /* the cbw intercepts writes */
+  int target_fd;
+  char *target;
+  bool target_new;              /* created by us: reads as zeros */
+  uint64_t speed;               /* atomic; bytes/s, 0: unlimited */
+  unsigned speed_gen;           /* atomic; bumped by set-speed */
+  bool done;                    /* atomic: the frozen view is unused */
+  int cbw_errno;                /* atomic: copy-before-write failed */
+};
+
+static const char *scratch_dir;
+static nbdkit_backend *backend;
+static void (*set_open_export) (const char *name);
+/* The changes made inside a txn run with every barrier raised. */
+static bool barrier_held;
+
+void
+push_backups_set_scratch_dir (const char *dir)
+{
+  scratch_dir = dir;
+}
+
+void
+push_backups_set_backend (nbdkit_backend *b, void (*set_export) (const char *))
+{
+  backend = b;
+  set_open_export = set_export;
+}
+
+static const struct job_driver push_driver;
+
+bool
+job_is_push_backup (const struct job *job)
+{
+  return job->driver == &push_driver;
+}
+
+bool
+push_backups_use_node (const struct node *n)
+{
+  struct job *j;
+
+  for (j = jobs_first (); j; j = j->next)
+    if (job_is_push_backup (j) && ((struct push_backup *) j)->node == n)
+      return true;
+  return false;
+}
+
+static bool
+view_dead (void *opaque)
+{
+  struct push_backup *p = opaque;
+
+  return __atomic_load_n (&p->done, __ATOMIC_SEQ_CST);
+}
+
+/* A guest write could not save the old data: the write goes on, the
+ * job fails with the error (the guest never sees it).
+ */
+static void
+view_failed (void *opaque, const char *what, int errnum)
+{
+  struct push_backup *p = opaque;
+  int zero = 0;
+
+  if (__atomic_compare_exchange_n (&p->cbw_errno, &zero, errnum ? errnum : EIO,
+                                   false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+    nbdkit_error ("checkpoint: %s: %s: %s", p->label, what,
+                  strerror (errnum));
+}
+
+static uint64_t
+now_ns (void)
+{
+  struct timespec ts;
+
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * UINT64_C (1000000000) + ts.tv_nsec;
+}
+
+/* One BLOCK_JOB_ERROR per background I/O error (only "report" so far). */
+static void
+io_error (struct push_backup *p, bool write, int errnum)
+{
+  nbdkit_error ("checkpoint: %s: %s error: %s", p->label,
+                write ? "target write" : "source read", strerror (errnum));
+  qmp_emit_event ("BLOCK_JOB_ERROR",
+                  json_pack ("{s:s,s:s,s:s}", "device", p->job.id,
+                             "operation", write ? "write" : "read",
+                             "action", "report"));
+}
+
+static int
+write_all (int fd, const char *buf, size_t n, uint64_t offset)
+{
+  while (n > 0) {
+    ssize_t r = pwrite (fd, buf, n, offset);
+    if (r == -1) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    if (r == 0) {
+      errno = ENOSPC;
+      return -1;
+    }
+    buf += r;
+    n -= r;
+    offset += r;
+  }
+  return 0;
+}
+
+/* An existing target must read as zeros where the frozen view does:
+ * punch a hole, else write zeros.
+ */
+static int
+write_zeros (struct push_backup *p, char *buf, uint64_t offset, uint64_t n)
+{
+  if (fallocate (p->target_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 offset, n) == 0 ||
+      fallocate (p->target_fd, FALLOC_FL_ZERO_RANGE, offset, n) == 0)
+    return 0;
+  memset (buf, 0, MIN (n, COPY_CHUNK));
+  while (n > 0) {
+    size_t len = MIN (n, COPY_CHUNK);
+    if (write_all (p->target_fd, buf, len, offset) == -1)
+      return -1;
+    offset += len;
+    n -= len;
+  }
+  return 0;
+}
+
+static bool
+is_zero (const char *buf, size_t n)
+{
+  return n == 0 || (buf[0] == 0 && memcmp (buf, buf + 1, n - 1) == 0);
+}
+
+/* Data read from the frozen view: to a new target, only its pieces
+ * that are not all zeros, so the target stays sparse there.
+ */
+static int
+write_data (struct push_backup *p, const char *buf, size_t n, uint64_t offset)
+{
+  size_t pos = 0, run;
+
+  if (!p->target_new)
+    return write_all (p->target_fd, buf, n, offset);
+  while (pos < n) {
+    size_t len = MIN (n - pos, ZERO_PIECE);
+    if (is_zero (buf + pos, len)) {
+      pos += len;
+      continue;
+    }
+    for (run = pos + len; run < n; run += len) {
+      len = MIN (n - run, ZERO_PIECE);
+      if (is_zero (buf + run, len))
+        break;
+    }
+    if (write_all (p->target_fd, buf + pos, run - pos, offset + pos) == -1)
+      return -1;
+    pos = run;
+  }
+  return 0;
+}
+
+/* Copy [OFFSET, OFFSET+N) of the frozen view, of extent type TYPE. */
+static int
+copy_extent (struct push_backup *p, nbdkit_next *next, char *buf,
+             uint64_t offset, uint32_t n, uint32_t type)
+{
+  int err = 0;
+
+  if (type & NBDKIT_EXTENT_ZERO) {
+    if (p->target_new)
+      return 0;
+    if (write_zeros (p, buf, offset, n) == -1) {
+      io_error (p, true, errno);
+      return errno;
+    }
+    return 0;
+  }
+  if (snapshot_pread (p->cbw, next, buf, n, offset, &err) == -1) {
+    err = err ? err : EIO;
+    io_error (p, false, err);
+    return err;
+  }
+  if (write_data (p, buf, n, offset) == -1) {
+    err = errno;
+    io_error (p, true, err);
+    return err;
+  }
+  return 0;
+}
+
+static int
+copy_chunk (struct push_backup *p, nbdkit_next *next, char *buf,
+            uint64_t pos, uint64_t end)
+{
+  struct nbdkit_extents *ext = nbdkit_extents_new (pos, end);
+  int err = 0;
+  size_t i;
+
+  if (ext == NULL)
+    return errno ? errno : ENOMEM;
+  if (snapshot_extents (p->cbw, next, end - pos, pos, 0, ext, &err) == -1) {
+    nbdkit_extents_free (ext);
+    err = err ? err : EIO;
+    io_error (p, false, err);
+    return err;
+  }
+  for (i = 0; err == 0 && i < nbdkit_extents_count (ext); i++) {
+    struct nbdkit_extent e = nbdkit_get_extent (ext, i);
+    uint64_t s = MAX (e.offset, pos), f = MIN (e.offset + e.length, end);
+    if (s < f)
+      err = copy_extent (p, next, buf, s, f - s, e.type);
+  }
+  /* Whatever block status left out is copied as data. */
+  if (err == 0 && nbdkit_extents_count (ext) > 0) {
+    struct nbdkit_extent e = nbdkit_get_extent (ext,
+                                                nbdkit_extents_count (ext) - 1);
+    if (e.offset + e.length < end)
+      err = copy_extent (p, next, buf, e.offset + e.length,
+                         end - (e.offset + e.length), 0);
+  }
+  else if (err == 0)
+    err = copy_extent (p, next, buf, pos, end - pos, 0);
+  nbdkit_extents_free (ext);
+  return err;
+}
+
+/* Sleep until DONE bytes are due at SPEED since START, waking for
+ * cancel, pause and speed changes.
+ */
+static void
+rate_limit (struct push_backup *p, uint64_t *start, uint64_t *base,
+            uint64_t done, unsigned *gen)
+{
+  for (;;) {
+    uint64_t speed = __atomic_load_n (&p->speed, __ATOMIC_SEQ_CST);
+    unsigned g = __atomic_load_n (&p->speed_gen, __ATOMIC_SEQ_CST);
+    uint64_t due, now = now_ns ();
+    struct timespec ts;
+
+    if (g != *gen) {            /* a new speed counts from now */
+      *gen = g;
+      *start = now;
+      *base = done;
+    }
+    if (speed == 0 || job_is_cancelled (&p->job))
+      return;
+    due = *start + (uint64_t) ((double) (done - *base) * 1e9 / speed);
+    if (due <= now)
+      return;
+    due = MIN (due - now, UINT64_C (100000000));
+    ts.tv_sec = due / 1000000000;
+    ts.tv_nsec = due % 1000000000;
+    nanosleep (&ts, NULL);
+    job_pause_point (&p->job);
+  }
+}
+
+static int
+copy_all (struct push_backup *p, nbdkit_next *next)
+{
+  uint64_t size = cbw_size (p->cbw), pos = 0, start = now_ns (), base = 0;
+  unsigned gen = __atomic_load_n (&p->speed_gen, __ATOMIC_SEQ_CST);
+  CLEANUP_FREE char *buf = malloc (COPY_CHUNK);
+  int err;
+
+  if (buf == NULL)
+    return ENOMEM;
+  job_progress (&p->job, 0, size);
+  while (pos < size) {
+    uint64_t end = MIN (size, pos + COPY_CHUNK);
+
+    job_pause_point (&p->job);
+    if (job_is_cancelled (&p->job))
+      return ECANCELED;
+    if ((err = __atomic_load_n (&p->cbw_errno, __ATOMIC_SEQ_CST)) != 0)
+      return err;
+    if ((err = copy_chunk (p, next, buf, pos, end)) != 0)
+      return err;
+    pos = end;
+    job_progress (&p->job, pos, size);
+    /* The first chunk goes unlimited, as QEMU's. */
+    rate_limit (p, &start, &base, pos, &gen);
+  }
+  if (fdatasync (p->target_fd) == -1 && errno != EINVAL) {
+    err = errno;
+    io_error (p, true, err);
+    return err;
+  }
+  /* A failure of a write that raced with the last chunk counts too. */
+  return __atomic_load_n (&p->cbw_errno, __ATOMIC_SEQ_CST);
+}
+
+static int
+push_run (struct job *job)
+{
+  struct push_backup *p = (struct push_backup *) job;
+  nbdkit_next *next;
+  int r = EIO;
+
+  if (set_open_export)
+    set_open_export (p->export);
+  next = nbdkit_next_context_open (backend, 1, p->export, 1);
+  if (next == NULL) {
+    if (set_open_export)
+      set_open_export (NULL);
+    nbdkit_error ("checkpoint: %s: cannot open disk '%s'", p->label,
+                  p->node->name);
+    io_error (p, false, EIO);
+  }
+  else {
+    /* get_size also lets nbdkit check the ranges of the reads. */
+    if (next->prepare (next) == 0 &&
+        next->get_size (next) >= (int64_t) cbw_size (p->cbw))
+      r = copy_all (p, next);
+    else
+      io_error (p, false, EIO);
+    next->finalize (next);
+    nbdkit_next_context_close (next);
+  }
+  /* The frozen view is no longer read: writes stop paying for it. */
+  __atomic_store_n (&p->done, true, __ATOMIC_SEQ_CST);
+  return r;
+}
+
+/* Monitor lock held: the freeze ends, the scratch and the target go. */
+static void
+let_go (struct push_backup *p)
+{
+  __atomic_store_n (&p->done, true, __ATOMIC_SEQ_CST);
+  if (p->attached) {
+    if (!barrier_held)
+      nodes_barrier_raise ();
+    cbw_detach (p->cbw);
+    if (!barrier_held)
+      nodes_barrier_lower ();
+    p->attached = false;
+  }
+  if (p->cbw)
+    cbw_discard (p->cbw);
+  if (p->target_fd >= 0) {
+    close (p->target_fd);
+    p->target_fd = -1;
+  }
+  p->node = NULL;
+}
+
+/* The job's end, before it is concluded: QEMU's block-job events. */
+static void
+push_clean (struct job *job)
+{
+  struct push_backup *p = (struct push_backup *) job;
+  json_t *data;
+
+  let_go (p);
+  data = json_pack ("{s:s,s:s,s:I,s:I,s:I}", "type", "backup",
+                    "device", job->id,
+                    "len", (json_int_t) job->progress_total,
+                    "offset", (json_int_t) job->progress_current,
+                    "speed", (json_int_t) __atomic_load_n (&p->speed,
+                                                           __ATOMIC_SEQ_CST));
+  if (job->cancelled && (job->ret == 0 || job->ret == ECANCELED))
+    qmp_emit_event ("BLOCK_JOB_CANCELLED", data);
+  else {
+    if (job->ret != 0)
+      json_object_set_new (data, "error", json_string (strerror (job->ret)));
+    qmp_emit_event ("BLOCK_JOB_COMPLETED", data);
+  }
+}
+
+static void
+push_free (struct job *job)
+{
+  struct push_backup *p = (struct push_backup *) job;
+
+  cbw_free (p->cbw);
+  if (p->target_fd >= 0)
+    close (p->target_fd);
+  free (p->label);
+  free (p->export);
+  free (p->target);
+  free (p);
+}
+
+static const struct job_driver push_driver = {
+  .type = "backup",
+  .run = push_run,
+  .clean = push_clean,
+  .free = push_free,
+};
+
+/* Before the job exists (push_free is for jobs). */
+static void
+push_discard (struct push_backup *p)
+{
+  cbw_free (p->cbw);
+  if (p->target_fd >= 0)
+    close (p->target_fd);
+  if (p->target_new && p->target)
+    unlink (p->target);
+  free (p->label);
+  free (p->export);
+  free (p->target);
+  free (p);
+}
+
+static const char *
+sync_name (enum push_sync s)
+{
+  static const char *const names[] = {
+    "full", "incremental", "bitmap", "none", "top",
+  };
+  return names[s];
+}
+
+/* QEMU's checks of sync, bitmap and bitmap-mode, in QEMU's order. */
+static int
+check_sync (const struct push_backup_spec *spec, struct node *n,
+            enum push_bitmap_mode *mode, struct qmp_error *err)
+{
+  *mode = spec->bitmap_mode;
+  if (spec->bitmap) {
+    struct node *np;
+    if (bitmaps_find (n, spec->bitmap) == NULL) {
+      qmp_error (err, "Bitmap '%s' could not be found", spec->bitmap);
+      return -1;
+    }
+    if (*mode == PUSH_BITMAP_NONE_GIVEN && spec->sync == PUSH_SYNC_INCREMENTAL)
+      *mode = PUSH_BITMAP_ON_SUCCESS;
+    if (*mode == PUSH_BITMAP_NONE_GIVEN) {
+      qmp_error (err, "Bitmap sync mode must be given when providing a "
+                 "bitmap");
+      return -1;
+    }
+    if (bitmaps_lookup (n->name, spec->bitmap, true, &np, err) == NULL)
+      return -1;
+  }
+  else if (*mode != PUSH_BITMAP_NONE_GIVEN) {
+    qmp_error (err, "Cannot specify bitmap sync mode without a bitmap");
+    return -1;
+  }
+  if ((spec->sync == PUSH_SYNC_INCREMENTAL || spec->sync == PUSH_SYNC_BITMAP)
+      && spec->bitmap == NULL) {
+    qmp_error (err, "must provide a valid bitmap name for '%s' sync mode",
+               sync_name (spec->sync));
+    return -1;
+  }
+  if (spec->sync == PUSH_SYNC_INCREMENTAL && *mode != PUSH_BITMAP_ON_SUCCESS) {
+    qmp_error (err, "Bitmap sync mode must be 'on-success' when using sync "
+               "mode 'incremental'");
+    return -1;
+  }
+  if (spec->sync == PUSH_SYNC_NONE && spec->bitmap) {
+    qmp_error (err, "sync mode 'none' does not produce meaningful bitmap "
+               "outputs");
+    return -1;
+  }
+  switch (spec->sync) {
+  case PUSH_SYNC_FULL:
+    if (spec->bitmap) {
+      qmp_error (err, "A bitmap with sync mode 'full' is not supported yet");
+      return -1;
+    }
+    return 0;
+  case PUSH_SYNC_TOP:
+    qmp_error (err, "sync mode 'top' is not supported: the disks have no "
+               "backing chain (use 'full')");
+    return -1;
+  default:
+    qmp_error (err, "sync mode '%s' is not supported yet",
+               sync_name (spec->sync));
+    return -1;
+  }
+}
+
+/* The target: a raw file, created sparse unless it exists (mode
+ * existing).  -1 with *ERR.
+ */
+static int
+open_target (struct push_backup *p, const struct push_backup_spec *spec,
+             uint64_t size, struct qmp_error *err)
+{
+  struct stat st;
+
+  if (spec->format && strcmp (spec->format, "raw") != 0) {
+    qmp_error (err, "Format '%s' is not supported: drive-backup writes raw "
+               "images only; to write %s, push to qemu-nbd (an nbd:// "
+               "target) instead", spec->format, spec->format);
+    return -1;
+  }
+  if (strncmp (spec->target, "nbd:", 4) == 0 ||
+      strncmp (spec->target, "nbd+", 4) == 0) {
+    qmp_error (err, "NBD targets ('%s') are not supported yet", spec->target);
+    return -1;
+  }
+  if ((p->target = strdup (spec->target)) == NULL) {
+    qmp_error (err, "out of memory");
+    return -1;
+  }
+  if (spec->existing) {
+    p->target_fd = open (spec->target, O_WRONLY | O_CLOEXEC);
+    if (p->target_fd == -1) {
+      qmp_error (err, "Could not open '%s': %s", spec->target,
+                 strerror (errno));
+      return -1;
+    }
+    if (fstat (p->target_fd, &st) == 0 && S_ISREG (st.st_mode) &&
+        (uint64_t) st.st_size < size && ftruncate (p->target_fd, size) == -1) {
+      qmp_error (err, "Could not resize '%s': %s", spec->target,
+                 strerror (errno));
+      return -1;
+    }
+    return 0;
+  }
+  p->target_fd = open (spec->target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                       0644);
+  if (p->target_fd == -1) {
+    qmp_error (err, "Could not create '%s': %s", spec->target,
+               strerror (errno));
+    return -1;
+  }
+  p->target_new = true;
+  if (fstat (p->target_fd, &st) == 0 && !S_ISREG (st.st_mode))
+    p->target_new = false;      /* a device keeps its old contents */
+  else if (ftruncate (p->target_fd, size) == -1) {
+    qmp_error (err, "Could not create '%s': %s", spec->target,
+               strerror (errno));
+    return -1;
+  }
+  return 0;
+}
+
+/* The transaction's end: the job starts, or it never was. */
+static void
+create_commit (void *opaque)
+{
+  struct push_backup *p = opaque;
+  struct qmp_error err = { 0 };
+
+  barrier_held = true;
+  if (job_start (&p->job, &err) == -1) {
+    nbdkit_error ("checkpoint: %s", err.desc ? err.desc : "out of memory");
+    qmp_error_clear (&err);
+  }
+  barrier_held = false;
+}
+
+static void
+create_undo (void *opaque)
+{
+  struct push_backup *p = opaque;
+  struct qmp_error err = { 0 };
+  bool dismiss = !p->job.auto_dismiss;
+
+  barrier_held = true;
+  job_user_cancel (&p->job, &err);      /* created: ends at once */
+  qmp_error_clear (&err);
+  if (dismiss)
+    job_dismiss (&p->job, &err);
+  qmp_error_clear (&err);
+  barrier_held = false;
+}
+
+static const struct txn_step_ops create_ops = {
+  .undo = create_undo, .commit = create_commit,
+};
+
+int
+push_backup_create (struct txn *t, const struct push_backup_spec *spec,
+                    struct qmp_error *err)
+{
+  struct node *n = nodes_lookup (spec->device, err);
+  enum push_bitmap_mode mode;
+  struct push_backup *p;
+  struct cbw_owner owner;
+
+  if (n == NULL || check_sync (spec, n, &mode, err) == -1)
+    return -1;
+  /* BLOCK_JOB_PENDING needs a hook of the job engine at pending. */
+  if (!spec->auto_finalize) {
+    qmp_error (err, "auto-finalize=false is not supported yet");
+    return -1;
+  }
+  if (backend == NULL) {
+    qmp_error (err, "Push backups are not available before the disks are");
+    return -1;
+  }
+  if ((p = calloc (1, sizeof *p)) == NULL) {
+    qmp_error (err, "out of memory");
+    return -1;
+  }
+  p->target_fd = -1;
+  p->speed = spec->speed;
+  if (asprintf (&p->label, "job %s", spec->job_id ? spec->job_id : "") == -1) {
+    p->label = NULL;
+    qmp_error (err, "out of memory");
+    push_discard (p);
+    return -1;
+  }
+  if ((p->export = strdup (set_open_export ? n->name : "")) == NULL) {
+    qmp_error (err, "out of memory");
+    push_discard (p);
+    return -1;
+  }
+  if (open_target (p, spec, n->size, err) == -1) {
+    push_discard (p);
+    return -1;
+  }
+  owner = (struct cbw_owner) {
+    .name = p->label, .dead = view_dead, .failed = view_failed, .opaque = p,
+  };
+  p->cbw = cbw_new (n, NULL, CBW_BREAK_SNAPSHOT, &owner, scratch_dir, err);
+  if (p->cbw == NULL ||
+      job_create (&p->job, &push_driver, spec->job_id ? spec->job_id : "",
+                  spec->auto_finalize, spec->auto_dismiss, err) == -1) {
+    push_discard (p);
+    return -1;
+  }
+  /* From here the job exists: it ends through the engine. */
+  p->node = n;
+  if (cbw_attach (p->cbw, err) == -1) {
+    create_undo (p);
+    return -1;
+  }
+  p->attached = true;
+  if (txn_add (t, &create_ops, p) == -1) {
+    qmp_error (err, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+int
+push_backup_set_speed (struct job *job, int64_t speed, struct qmp_error *err)
+{
+  struct push_backup *p = (struct push_backup *) job;
+
+  if (speed < 0) {
+    qmp_error (err, "Invalid parameter 'speed'");
+    return -1;
+  }
+  if (job_apply_verb (job, JOB_VERB_SET_SPEED, err) == -1)
+    return -1;
+  __atomic_store_n (&p->speed, (uint64_t) speed, __ATOMIC_SEQ_CST);
+  __atomic_add_fetch (&p->speed_gen, 1, __ATOMIC_SEQ_CST);
+  return 0;
+}
+
+json_t *
+push_backup_describe (struct job *job)
+{
+  struct push_backup *p = (struct push_backup *) job;
+  json_t *info = job_describe (job);
+  const char *status = json_string_value (json_object_get (info, "status"));
+  json_t *bj;
+
+  if (info == NULL)
+    return NULL;
+  bj = json_pack ("{s:s,s:s,s:O,s:O,s:b,s:b,s:I,s:s,s:b,s:s,s:b,s:b}",
+                  "type", "backup", "device", job->id,
+                  "len", json_object_get (info, "total-progress"),
+                  "offset", json_object_get (info, "current-progress"),
+                  "busy", strcmp (status, "running") == 0,
+                  "paused", job->user_paused,
+                  "speed", (json_int_t) __atomic_load_n (&p->speed,
+                                                         __ATOMIC_SEQ_CST),
+                  "io-status", "ok",
+                  "ready", false,
+                  "status", status,
+                  "auto-finalize", job->auto_finalize,
+                  "auto-dismiss", job->auto_dismiss);
+  if (bj && json_object_get (info, "error"))
+    json_object_set (bj, "error", json_object_get (info, "error"));
+  json_decref (info);
+  return bj;
+}
