@@ -294,6 +294,47 @@ def _():
                  "on-target-error": "stop"},
                  "on-target-error 'stop' is not supported yet")
 
+@section("a chain: full + 2 incrementals, restored and compared")
+def _():
+    # The bitmap starts at the very instant of the full copy.
+    shutil.copyfile(tmp + "/sda.img", tmp + "/c0")
+    m.events.clear()
+    m.command("transaction", {"actions": [
+        {"type": "block-dirty-bitmap-add",
+         "data": {"node": "sda", "name": "inc"}},
+        {"type": "drive-backup",
+         "data": {"job-id": "jfull", "device": "sda", "sync": "full",
+                  "target": tmp + "/full.raw", "speed": 1 * MiB}}]})
+    qio(sda, "write -P 0x61 1M 200k", "write -z 5M 64k",
+        "discard 7M 128k")
+    wait_ev(m, "BLOCK_JOB_COMPLETED")
+    wait_gone(m, "jfull")
+    check(file_bytes(tmp + "/full.raw") == file_bytes(tmp + "/c0"),
+          "full.raw differs from the disk at its start")
+    restored = tmp + "/full.raw"
+    for k in (1, 2):
+        shutil.copyfile(tmp + "/sda.img", tmp + "/c%d" % k)
+        [b] = [b for b in bitmap_infos(m, "sda") if b["name"] == "inc"]
+        inc = tmp + "/inc%d.raw" % k
+        shutil.copyfile(restored, inc)
+        m.events.clear()
+        m.command("drive-backup", {"job-id": "ji%d" % k, "device": "sda",
+                                   "sync": "incremental", "bitmap": "inc",
+                                   "target": inc, "mode": "existing",
+                                   "speed": 256 * KiB})
+        [j] = m.command("query-jobs")
+        check(j["total-progress"] == b["count"],
+              "incremental %d: total-progress %d, bitmap count %d"
+              % (k, j["total-progress"], b["count"]))
+        qio(sda, "write -P 0x%02x %d 300k" % (0x70 + k, k * MiB + 8192),
+            "write -z %d 4k" % (3 * MiB))
+        wait_ev(m, "BLOCK_JOB_COMPLETED")
+        wait_gone(m, "ji%d" % k)
+        check(file_bytes(inc) == file_bytes(tmp + "/c%d" % k),
+              "full + incremental %d differs from the disk" % k)
+        restored = inc
+    m.command("block-dirty-bitmap-remove", {"node": "sda", "name": "inc"})
+
 @section("nothing leaks")
 def _():
     time.sleep(0.3)

@@ -25,6 +25,8 @@
  * request too).
  */
 #define COPY_CHUNK (4 * 1024 * 1024)
+/* QEMU's job cluster: what is copied of a dirty bitmap. */
+#define COPY_GRANULARITY (64 * 1024)
 /* Zeros in data are found by pieces of this size. */
 #define ZERO_PIECE (64 * 1024)
 
@@ -41,6 +43,17 @@ struct push_backup {
   uint64_t speed;               /* atomic; bytes/s, 0: unlimited */
   unsigned speed_gen;           /* atomic; bumped by set-speed */
   bool done;                    /* atomic: the frozen view is unused */
+  /* sync incremental/bitmap, or full with a bitmap: the bitmap (busy
+   * while the job lives; from the start it records the writes made
+   * during the job, QEMU's successor), its bits at the start, and
+   * bitmap-mode.
+   */
+  struct dirty_bitmap *bitmap;
+  struct bitmap *frozen;
+  enum push_bitmap_mode mode;
+  /* What is left to copy (COPY_GRANULARITY); NULL: everything. */
+  struct bitmap *todo;
+  bool rolled_back;             /* the txn undid it: bitmaps restored */
   int cbw_errno;                /* atomic: copy-before-write failed */
 };
 
@@ -298,31 +311,56 @@ rate_limit (struct push_backup *p, uint64_t *start, uint64_t *base,
   }
 }
 
+/* The next run of [POS, SIZE) to copy: [*START, *END); false at the
+ * end.
+ */
+static bool
+next_run (struct push_backup *p, uint64_t pos, uint64_t size,
+          uint64_t *start, uint64_t *end)
+{
+  if (p->todo == NULL) {
+    *start = pos;
+    *end = size;
+    return pos < size;
+  }
+  if (pos >= size || !bitmap_find (p->todo, pos, true, start) ||
+      *start >= size)
+    return false;
+  *end = MIN (bitmap_run_end (p->todo, *start, size), size);
+  return true;
+}
+
 static int
 copy_all (struct push_backup *p, nbdkit_next *next)
 {
   uint64_t size = cbw_size (p->cbw), pos = 0, start = now_ns (), base = 0;
+  uint64_t total = p->todo ? MIN (bitmap_count_bytes (p->todo), size) : size;
+  uint64_t done = 0, run, run_end;
   unsigned gen = __atomic_load_n (&p->speed_gen, __ATOMIC_SEQ_CST);
   CLEANUP_FREE char *buf = malloc (COPY_CHUNK);
   int err;
 
   if (buf == NULL)
     return ENOMEM;
-  job_progress (&p->job, 0, size);
-  while (pos < size) {
-    uint64_t end = MIN (size, pos + COPY_CHUNK);
+  job_progress (&p->job, 0, total);
+  while (next_run (p, pos, size, &run, &run_end)) {
+    uint64_t end = MIN (run_end, run + COPY_CHUNK);
 
     job_pause_point (&p->job);
     if (job_is_cancelled (&p->job))
       return ECANCELED;
     if ((err = __atomic_load_n (&p->cbw_errno, __ATOMIC_SEQ_CST)) != 0)
       return err;
-    if ((err = copy_chunk (p, next, buf, pos, end)) != 0)
+    if ((err = copy_chunk (p, next, buf, run, end)) != 0)
       return err;
+    /* Copied: what bitmap-mode=always keeps on failure is the rest. */
+    if (p->todo && bitmap_clear_range (p->todo, run, end - run) == -1)
+      return ENOMEM;
     pos = end;
-    job_progress (&p->job, pos, size);
+    done += end - run;
+    job_progress (&p->job, MIN (done, total), total);
     /* The first chunk goes unlimited, as QEMU's. */
-    rate_limit (p, &start, &base, pos, &gen);
+    rate_limit (p, &start, &base, done, &gen);
   }
   if (fdatasync (p->target_fd) == -1 && errno != EINVAL) {
     err = errno;
@@ -384,7 +422,65 @@ let_go (struct push_backup *p)
     close (p->target_fd);
     p->target_fd = -1;
   }
+  if (p->bitmap) {
+    p->bitmap->users--;
+    p->bitmap = NULL;
+  }
   p->node = NULL;
+}
+
+/* Monitor lock held, barrier not: BITS |= SRC in a change of its own
+ * (so that persistence sees it).
+ */
+static void
+bitmap_add_bits (struct push_backup *p, const struct bitmap *src)
+{
+  struct qmp_error err = { 0 };
+  struct txn t = TXN_INIT;
+
+  /* Held already when a job that could not start ends in its txn. */
+  if (!barrier_held)
+    nodes_barrier_raise ();
+  if (bitmaps_merge (&t, p->node, p->bitmap, src, &err) == -1)
+    txn_abort (&t);
+  else
+    txn_commit (&t, &err);
+  if (!barrier_held)
+    nodes_barrier_lower ();
+  if (err.class) {
+    nbdkit_error ("checkpoint: %s: bitmap '%s' could not take back its "
+                  "bits: %s", p->label, p->bitmap->name,
+                  err.desc ? err.desc : "out of memory");
+    qmp_error_clear (&err);
+  }
+}
+
+/* QEMU's bitmap-mode table (reference 4.3).  The bitmap has recorded
+ * the writes made during the job; on success with on-success or
+ * always that is all it keeps.
+ */
+static void
+push_commit (struct job *job)
+{
+  struct push_backup *p = (struct push_backup *) job;
+
+  if (p->bitmap && !p->rolled_back && p->mode == PUSH_BITMAP_NEVER)
+    bitmap_add_bits (p, p->frozen);
+}
+
+static void
+push_abort (struct job *job)
+{
+  struct push_backup *p = (struct push_backup *) job;
+
+  if (p->bitmap == NULL || p->rolled_back)
+    return;
+  if (p->mode == PUSH_BITMAP_ALWAYS) {
+    if (p->todo)
+      bitmap_add_bits (p, p->todo);
+  }
+  else
+    bitmap_add_bits (p, p->frozen);
 }
 
 /* The job's end, before it is concluded: QEMU's block-job events. */
@@ -418,6 +514,8 @@ push_free (struct job *job)
   cbw_free (p->cbw);
   if (p->target_fd >= 0)
     close (p->target_fd);
+  bitmap_free (p->frozen);
+  bitmap_free (p->todo);
   free (p->label);
   free (p->export);
   free (p->target);
@@ -427,6 +525,8 @@ push_free (struct job *job)
 static const struct job_driver push_driver = {
   .type = "backup",
   .run = push_run,
+  .commit = push_commit,
+  .abort = push_abort,
   .clean = push_clean,
   .free = push_free,
 };
@@ -440,6 +540,8 @@ push_discard (struct push_backup *p)
     close (p->target_fd);
   if (p->target_new && p->target)
     unlink (p->target);
+  bitmap_free (p->frozen);
+  bitmap_free (p->todo);
   free (p->label);
   free (p->export);
   free (p->target);
@@ -467,8 +569,14 @@ check_sync (const struct push_backup_spec *spec, struct node *n,
       qmp_error (err, "Bitmap '%s' could not be found", spec->bitmap);
       return -1;
     }
-    if (*mode == PUSH_BITMAP_NONE_GIVEN && spec->sync == PUSH_SYNC_INCREMENTAL)
+    if (spec->sync == PUSH_SYNC_INCREMENTAL) {
+      if (*mode != PUSH_BITMAP_NONE_GIVEN && *mode != PUSH_BITMAP_ON_SUCCESS) {
+        qmp_error (err, "Bitmap sync mode must be 'on-success' when using "
+                   "sync mode 'incremental'");
+        return -1;
+      }
       *mode = PUSH_BITMAP_ON_SUCCESS;
+    }
     if (*mode == PUSH_BITMAP_NONE_GIVEN) {
       qmp_error (err, "Bitmap sync mode must be given when providing a "
                  "bitmap");
@@ -476,6 +584,16 @@ check_sync (const struct push_backup_spec *spec, struct node *n,
     }
     if (bitmaps_lookup (n->name, spec->bitmap, true, &np, err) == NULL)
       return -1;
+    if (spec->sync == PUSH_SYNC_NONE) {
+      qmp_error (err, "sync mode 'none' does not produce meaningful bitmap "
+                 "outputs");
+      return -1;
+    }
+    if (*mode == PUSH_BITMAP_NEVER && spec->sync != PUSH_SYNC_BITMAP) {
+      qmp_error (err, "Bitmap sync mode 'never' has no meaningful effect "
+                 "when combined with sync mode '%s'", sync_name (spec->sync));
+      return -1;
+    }
   }
   else if (*mode != PUSH_BITMAP_NONE_GIVEN) {
     qmp_error (err, "Cannot specify bitmap sync mode without a bitmap");
@@ -487,22 +605,10 @@ check_sync (const struct push_backup_spec *spec, struct node *n,
                sync_name (spec->sync));
     return -1;
   }
-  if (spec->sync == PUSH_SYNC_INCREMENTAL && *mode != PUSH_BITMAP_ON_SUCCESS) {
-    qmp_error (err, "Bitmap sync mode must be 'on-success' when using sync "
-               "mode 'incremental'");
-    return -1;
-  }
-  if (spec->sync == PUSH_SYNC_NONE && spec->bitmap) {
-    qmp_error (err, "sync mode 'none' does not produce meaningful bitmap "
-               "outputs");
-    return -1;
-  }
   switch (spec->sync) {
   case PUSH_SYNC_FULL:
-    if (spec->bitmap) {
-      qmp_error (err, "A bitmap with sync mode 'full' is not supported yet");
-      return -1;
-    }
+  case PUSH_SYNC_INCREMENTAL:
+  case PUSH_SYNC_BITMAP:
     return 0;
   case PUSH_SYNC_TOP:
     qmp_error (err, "sync mode 'top' is not supported: the disks have no "
@@ -572,6 +678,39 @@ open_target (struct push_backup *p, const struct push_backup_spec *spec,
   return 0;
 }
 
+/* The bitmap of SPEC, and what to copy: NEEDED (for the cbw, NULL:
+ * everything) and P's todo.  -1 with *ERR.
+ */
+static int
+setup_bitmap (struct push_backup *p, const struct push_backup_spec *spec,
+              struct node *n, enum push_bitmap_mode mode,
+              struct bitmap **needed, struct qmp_error *err)
+{
+  *needed = NULL;
+  if (spec->bitmap == NULL)
+    return 0;
+  p->bitmap = bitmaps_find (n, spec->bitmap);
+  p->mode = mode;
+  p->frozen = bitmap_copy (p->bitmap->bm);
+  p->todo = bitmap_new (n->size, COPY_GRANULARITY);
+  if (p->frozen == NULL || p->todo == NULL ||
+      (spec->sync == PUSH_SYNC_FULL
+       ? bitmap_set_range (p->todo, 0, n->size) == -1
+       : bitmap_merge (p->todo, p->frozen) == -1)) {
+    p->bitmap = NULL;
+    qmp_error (err, "out of memory");
+    return -1;
+  }
+  /* A full copy saves every block; the others only what they copy. */
+  if (spec->sync != PUSH_SYNC_FULL &&
+      (*needed = bitmap_copy (p->todo)) == NULL) {
+    p->bitmap = NULL;
+    qmp_error (err, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
 /* The transaction's end: the job starts, or it never was. */
 static void
 create_commit (void *opaque)
@@ -594,6 +733,7 @@ create_undo (void *opaque)
   struct qmp_error err = { 0 };
   bool dismiss = !p->job.auto_dismiss;
 
+  p->rolled_back = true;
   barrier_held = true;
   job_user_cancel (&p->job, &err);      /* created: ends at once */
   qmp_error_clear (&err);
@@ -615,6 +755,7 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
   enum push_bitmap_mode mode;
   struct push_backup *p;
   struct cbw_owner owner;
+  struct bitmap *needed = NULL;
 
   if (n == NULL || check_sync (spec, n, &mode, err) == -1)
     return -1;
@@ -648,10 +789,14 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
     push_discard (p);
     return -1;
   }
+  if (setup_bitmap (p, spec, n, mode, &needed, err) == -1) {
+    push_discard (p);
+    return -1;
+  }
   owner = (struct cbw_owner) {
     .name = p->label, .dead = view_dead, .failed = view_failed, .opaque = p,
   };
-  p->cbw = cbw_new (n, NULL, CBW_BREAK_SNAPSHOT, &owner, scratch_dir, err);
+  p->cbw = cbw_new (n, needed, CBW_BREAK_SNAPSHOT, &owner, scratch_dir, err);
   if (p->cbw == NULL ||
       job_create (&p->job, &push_driver, spec->job_id ? spec->job_id : "",
                   spec->auto_finalize, spec->auto_dismiss, err) == -1) {
@@ -660,6 +805,15 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
   }
   /* From here the job exists: it ends through the engine. */
   p->node = n;
+  /* The bitmap's bits move to FROZEN; from now on it records the
+   * writes made during the job.  Undone with T.
+   */
+  if (p->bitmap && bitmaps_clear (t, n, p->bitmap, err) == -1) {
+    create_undo (p);
+    return -1;
+  }
+  if (p->bitmap)
+    p->bitmap->users++;
   if (cbw_attach (p->cbw, err) == -1) {
     create_undo (p);
     return -1;
