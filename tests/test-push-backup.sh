@@ -28,11 +28,23 @@ start_nbdkit kit --filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/sda.img" \
              qmp="$tmp/q.sock" scratch="$tmp/scratch"
 kitpid=$pid
 sda=$(nbd_uri sda "$sock")
+# NBD targets: a memory disk, and one whose every request fails.
+start_nbdkit tgt memory $(( SIZE + 65536 ))
+tgt="nbd+unix:///?socket=$sock"
+start_nbdkit bad --filter=error memory $SIZE error=EIO error-rate=1
+bad="nbd+unix:///?socket=$sock"
 
-$PY - "$tmp" "$tmp/q.sock" "$sda" "$kitpid" <<EOF2
-import os, shutil, time
+$PY - "$tmp" "$tmp/q.sock" "$sda" "$kitpid" "$tgt" "$bad" <<EOF2
+import os, shutil, subprocess, time
 from testlib import *
-tmp, qsock, sda, kitpid = script_args(str, str, str, int)
+tmp, qsock, sda, kitpid, tgt, bad = script_args(str, str, str, int, str, str)
+
+def nbd_read(uri, n):
+    h = nbd_open(uri)
+    data = b"".join(h.pread(min(MiB, n - o), o) for o in range(0, n, MiB))
+    h.shutdown()
+    return data
+
 
 def threads():
     return len(os.listdir("/proc/%d/task" % kitpid))
@@ -334,6 +346,58 @@ def _():
               "full + incremental %d differs from the disk" % k)
         restored = inc
     m.command("block-dirty-bitmap-remove", {"node": "sda", "name": "inc"})
+
+@section("NBD target: full and incremental while qemu-io writes")
+def _():
+    shutil.copyfile(tmp + "/sda.img", tmp + "/n0")
+    # Old data on the target, which the backup must replace (zeros too).
+    h = nbd_open(tgt)
+    h.pwrite(b"\xee" * $SIZE, 0)
+    h.shutdown()
+    m.events.clear()
+    m.command("transaction", {"actions": [
+        {"type": "block-dirty-bitmap-add",
+         "data": {"node": "sda", "name": "nb"}},
+        {"type": "drive-backup",
+         "data": {"job-id": "jn", "device": "sda", "sync": "full",
+                  "target": tgt, "speed": 2 * MiB}}]})
+    qio(sda, "write -P 0x3c 2M 512k", "write -z 0 64k", "discard 5M 1M")
+    wait_ev(m, "BLOCK_JOB_COMPLETED")
+    wait_gone(m, "jn")
+    check(job_events(m, "jn")[-3:] == ["BLOCK_JOB_COMPLETED", "concluded",
+                                       "null"], "jn: %r" % job_events(m, "jn"))
+    check(nbd_read(tgt, $SIZE) == file_bytes(tmp + "/n0"),
+          "the NBD target differs from the disk at the job's start")
+    shutil.copyfile(tmp + "/sda.img", tmp + "/n1")
+    m.events.clear()
+    m.command("drive-backup", {"job-id": "jn2", "device": "sda",
+                               "sync": "incremental", "bitmap": "nb",
+                               "target": tgt, "speed": 512 * KiB})
+    qio(sda, "write -P 0x4d 2M 64k", "write -P 0x4e 6M 64k")
+    wait_ev(m, "BLOCK_JOB_COMPLETED")
+    wait_gone(m, "jn2")
+    check(nbd_read(tgt, $SIZE) == file_bytes(tmp + "/n1"),
+          "full + incremental over NBD differs from the disk")
+    m.command("block-dirty-bitmap-remove", {"node": "sda", "name": "nb"})
+
+@section("NBD target errors")
+def _():
+    expect_error(m, "drive-backup", {"job-id": "jx", "device": "sda",
+                 "sync": "full", "target": "nbd+unix:///?socket=" + tmp +
+                 "/nosuch.sock"}, contains="Could not open 'nbd+unix:///"
+                 "?socket=" + tmp + "/nosuch.sock': ")
+    check(m.command("query-jobs") == [], "a job after a refused target")
+    m.events.clear()
+    m.command("drive-backup", {"job-id": "jb", "device": "sda",
+                               "sync": "full", "target": bad})
+    wait_ev(m, "BLOCK_JOB_COMPLETED")
+    wait_gone(m, "jb")
+    ev = job_events(m, "jb")
+    check(ev == ["created", "running", "BLOCK_JOB_ERROR", "aborting",
+                 "BLOCK_JOB_COMPLETED", "concluded", "null"],
+          "events of jb: %r" % ev)
+    [c] = [e["data"] for e in m.events if e["event"] == "BLOCK_JOB_COMPLETED"]
+    check(c["error"] == "Input/output error", "jb: %r" % c)
 
 @section("nothing leaks")
 def _():

@@ -5,13 +5,11 @@
 #include <config.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <sys/stat.h>
 
 #include "cleanup.h"
 #include "rounding.h"
@@ -20,6 +18,7 @@
 #include "engines/cbw.h"
 #include "engines/snapshot-access.h"
 #include "features/push-backup.h"
+#include "features/push-target.h"
 
 /* The copy goes by requests of this size (block status is asked per
  * request too).
@@ -37,9 +36,8 @@ struct push_backup {
   char *export;                 /* what the job's context opens */
   struct cbw *cbw;
   bool attached;                /* the cbw intercepts writes */
-  int target_fd;
-  char *target;
-  bool target_new;              /* created by us: reads as zeros */
+  struct push_target *target;
+  bool target_new;              /* reads as zeros: need not write them */
   uint64_t speed;               /* atomic; bytes/s, 0: unlimited */
   unsigned speed_gen;           /* atomic; bumped by set-speed */
   bool done;                    /* atomic: the frozen view is unused */
@@ -139,48 +137,6 @@ io_error (struct push_backup *p, bool write, int errnum)
                              "action", "report"));
 }
 
-static int
-write_all (int fd, const char *buf, size_t n, uint64_t offset)
-{
-  while (n > 0) {
-    ssize_t r = pwrite (fd, buf, n, offset);
-    if (r == -1) {
-      if (errno == EINTR)
-        continue;
-      return -1;
-    }
-    if (r == 0) {
-      errno = ENOSPC;
-      return -1;
-    }
-    buf += r;
-    n -= r;
-    offset += r;
-  }
-  return 0;
-}
-
-/* An existing target must read as zeros where the frozen view does:
- * punch a hole, else write zeros.
- */
-static int
-write_zeros (struct push_backup *p, char *buf, uint64_t offset, uint64_t n)
-{
-  if (fallocate (p->target_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                 offset, n) == 0 ||
-      fallocate (p->target_fd, FALLOC_FL_ZERO_RANGE, offset, n) == 0)
-    return 0;
-  memset (buf, 0, MIN (n, COPY_CHUNK));
-  while (n > 0) {
-    size_t len = MIN (n, COPY_CHUNK);
-    if (write_all (p->target_fd, buf, len, offset) == -1)
-      return -1;
-    offset += len;
-    n -= len;
-  }
-  return 0;
-}
-
 static bool
 is_zero (const char *buf, size_t n)
 {
@@ -196,7 +152,7 @@ write_data (struct push_backup *p, const char *buf, size_t n, uint64_t offset)
   size_t pos = 0, run;
 
   if (!p->target_new)
-    return write_all (p->target_fd, buf, n, offset);
+    return push_target_write (p->target, buf, n, offset);
   while (pos < n) {
     size_t len = MIN (n - pos, ZERO_PIECE);
     if (is_zero (buf + pos, len)) {
@@ -208,7 +164,8 @@ write_data (struct push_backup *p, const char *buf, size_t n, uint64_t offset)
       if (is_zero (buf + run, len))
         break;
     }
-    if (write_all (p->target_fd, buf + pos, run - pos, offset + pos) == -1)
+    if (push_target_write (p->target, buf + pos, run - pos,
+                           offset + pos) == -1)
       return -1;
     pos = run;
   }
@@ -225,7 +182,7 @@ copy_extent (struct push_backup *p, nbdkit_next *next, char *buf,
   if (type & NBDKIT_EXTENT_ZERO) {
     if (p->target_new)
       return 0;
-    if (write_zeros (p, buf, offset, n) == -1) {
+    if (push_target_zero (p->target, offset, n) == -1) {
       io_error (p, true, errno);
       return errno;
     }
@@ -362,7 +319,7 @@ copy_all (struct push_backup *p, nbdkit_next *next)
     /* The first chunk goes unlimited, as QEMU's. */
     rate_limit (p, &start, &base, done, &gen);
   }
-  if (fdatasync (p->target_fd) == -1 && errno != EINVAL) {
+  if (push_target_flush (p->target) == -1) {
     err = errno;
     io_error (p, true, err);
     return err;
@@ -418,10 +375,8 @@ let_go (struct push_backup *p)
   }
   if (p->cbw)
     cbw_discard (p->cbw);
-  if (p->target_fd >= 0) {
-    close (p->target_fd);
-    p->target_fd = -1;
-  }
+  push_target_close (p->target, false);
+  p->target = NULL;
   if (p->bitmap) {
     p->bitmap->users--;
     p->bitmap = NULL;
@@ -512,13 +467,11 @@ push_free (struct job *job)
   struct push_backup *p = (struct push_backup *) job;
 
   cbw_free (p->cbw);
-  if (p->target_fd >= 0)
-    close (p->target_fd);
+  push_target_close (p->target, false);
   bitmap_free (p->frozen);
   bitmap_free (p->todo);
   free (p->label);
   free (p->export);
-  free (p->target);
   free (p);
 }
 
@@ -536,15 +489,11 @@ static void
 push_discard (struct push_backup *p)
 {
   cbw_free (p->cbw);
-  if (p->target_fd >= 0)
-    close (p->target_fd);
-  if (p->target_new && p->target)
-    unlink (p->target);
+  push_target_close (p->target, true);
   bitmap_free (p->frozen);
   bitmap_free (p->todo);
   free (p->label);
   free (p->export);
-  free (p->target);
   free (p);
 }
 
@@ -621,60 +570,21 @@ check_sync (const struct push_backup_spec *spec, struct node *n,
   }
 }
 
-/* The target: a raw file, created sparse unless it exists (mode
- * existing).  -1 with *ERR.
- */
+/* The target: raw only. */
 static int
 open_target (struct push_backup *p, const struct push_backup_spec *spec,
              uint64_t size, struct qmp_error *err)
 {
-  struct stat st;
-
   if (spec->format && strcmp (spec->format, "raw") != 0) {
     qmp_error (err, "Format '%s' is not supported: drive-backup writes raw "
                "images only; to write %s, push to qemu-nbd (an nbd:// "
                "target) instead", spec->format, spec->format);
     return -1;
   }
-  if (strncmp (spec->target, "nbd:", 4) == 0 ||
-      strncmp (spec->target, "nbd+", 4) == 0) {
-    qmp_error (err, "NBD targets ('%s') are not supported yet", spec->target);
+  p->target = push_target_open (spec->target, spec->existing, size, err);
+  if (p->target == NULL)
     return -1;
-  }
-  if ((p->target = strdup (spec->target)) == NULL) {
-    qmp_error (err, "out of memory");
-    return -1;
-  }
-  if (spec->existing) {
-    p->target_fd = open (spec->target, O_WRONLY | O_CLOEXEC);
-    if (p->target_fd == -1) {
-      qmp_error (err, "Could not open '%s': %s", spec->target,
-                 strerror (errno));
-      return -1;
-    }
-    if (fstat (p->target_fd, &st) == 0 && S_ISREG (st.st_mode) &&
-        (uint64_t) st.st_size < size && ftruncate (p->target_fd, size) == -1) {
-      qmp_error (err, "Could not resize '%s': %s", spec->target,
-                 strerror (errno));
-      return -1;
-    }
-    return 0;
-  }
-  p->target_fd = open (spec->target, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                       0644);
-  if (p->target_fd == -1) {
-    qmp_error (err, "Could not create '%s': %s", spec->target,
-               strerror (errno));
-    return -1;
-  }
-  p->target_new = true;
-  if (fstat (p->target_fd, &st) == 0 && !S_ISREG (st.st_mode))
-    p->target_new = false;      /* a device keeps its old contents */
-  else if (ftruncate (p->target_fd, size) == -1) {
-    qmp_error (err, "Could not create '%s': %s", spec->target,
-               strerror (errno));
-    return -1;
-  }
+  p->target_new = push_target_reads_zeros (p->target);
   return 0;
 }
 
@@ -772,7 +682,6 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
     qmp_error (err, "out of memory");
     return -1;
   }
-  p->target_fd = -1;
   p->speed = spec->speed;
   if (asprintf (&p->label, "job %s", spec->job_id ? spec->job_id : "") == -1) {
     p->label = NULL;
