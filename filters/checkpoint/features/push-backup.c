@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <pthread.h>
 
 #include "cleanup.h"
 #include "rounding.h"
@@ -52,6 +53,7 @@ struct push_backup {
   /* What is left to copy (COPY_GRANULARITY); NULL: everything. */
   struct bitmap *todo;
   bool rolled_back;             /* the txn undid it: bitmaps restored */
+  bool error_reported;          /* atomic: BLOCK_JOB_ERROR sent */
   int cbw_errno;                /* atomic: copy-before-write failed */
 };
 
@@ -129,6 +131,11 @@ now_ns (void)
 static void
 io_error (struct push_backup *p, bool write, int errnum)
 {
+  /* The job ends at its first error: the chunks in flight with it
+   * may fail too, but that is one error of the job.
+   */
+  if (__atomic_exchange_n (&p->error_reported, true, __ATOMIC_SEQ_CST))
+    return;
   nbdkit_error ("checkpoint: %s: %s error: %s", p->label,
                 write ? "target write" : "source read", strerror (errnum));
   qmp_emit_event ("BLOCK_JOB_ERROR",
@@ -287,38 +294,151 @@ next_run (struct push_backup *p, uint64_t pos, uint64_t size,
   return true;
 }
 
-static int
-copy_all (struct push_backup *p, nbdkit_next *next)
-{
-  uint64_t size = cbw_size (p->cbw), pos = 0, start = now_ns (), base = 0;
-  uint64_t total = p->todo ? MIN (bitmap_count_bytes (p->todo), size) : size;
-  uint64_t done = 0, run, run_end;
-  unsigned gen = __atomic_load_n (&p->speed_gen, __ATOMIC_SEQ_CST);
-  CLEANUP_FREE char *buf = malloc (COPY_CHUNK);
-  int err;
+/* The copy runs in COPY_WORKERS threads, each with a chunk in flight;
+ * the job's thread hands the chunks out in order, and checks pause,
+ * cancel and the rate between them.
+ */
+#define COPY_WORKERS 4
 
-  if (buf == NULL)
-    return ENOMEM;
-  job_progress (&p->job, 0, total);
-  while (next_run (p, pos, size, &run, &run_end)) {
+struct copy_pool {
+  struct push_backup *p;
+  nbdkit_next *next;
+  pthread_mutex_t lock;
+  pthread_cond_t changed;
+  /* Under lock. */
+  bool have_work, quit;
+  uint64_t work_start, work_end;
+  unsigned busy;                /* chunks taken, not yet done */
+  int err;                      /* the first error */
+  uint64_t done, total;
+};
+
+static void *
+copy_worker (void *opaque)
+{
+  struct copy_pool *pool = opaque;
+  char *buf = malloc (COPY_CHUNK);
+
+  pthread_mutex_lock (&pool->lock);
+  for (;;) {
+    uint64_t start, end;
+    int err;
+
+    while (!pool->have_work && !pool->quit)
+      pthread_cond_wait (&pool->changed, &pool->lock);
+    if (!pool->have_work)
+      break;
+    start = pool->work_start;
+    end = pool->work_end;
+    pool->have_work = false;
+    pool->busy++;
+    pthread_cond_broadcast (&pool->changed);
+    pthread_mutex_unlock (&pool->lock);
+    err = buf ? copy_chunk (pool->p, pool->next, buf, start, end) : ENOMEM;
+    pthread_mutex_lock (&pool->lock);
+    pool->busy--;
+    /* Copied: what bitmap-mode=always keeps on failure is the rest. */
+    if (err == 0 && pool->p->todo &&
+        bitmap_clear_range (pool->p->todo, start, end - start) == -1)
+      err = ENOMEM;
+    if (err && pool->err == 0)
+      pool->err = err;
+    if (err == 0) {
+      pool->done += end - start;
+      job_progress (&pool->p->job, MIN (pool->done, pool->total),
+                    pool->total);
+    }
+    pthread_cond_broadcast (&pool->changed);
+  }
+  pthread_mutex_unlock (&pool->lock);
+  free (buf);
+  return NULL;
+}
+
+/* Lock held: until no chunk is in flight or waiting. */
+static void
+wait_idle (struct copy_pool *pool)
+{
+  while (pool->have_work || pool->busy > 0)
+    pthread_cond_wait (&pool->changed, &pool->lock);
+}
+
+/* The job's thread: hand out the chunks.  0 or an errno. */
+static int
+dispatch (struct copy_pool *pool, unsigned nr_workers)
+{
+  struct push_backup *p = pool->p;
+  uint64_t size = cbw_size (p->cbw), pos = 0, start = now_ns (), base = 0;
+  uint64_t dispatched = 0, run, run_end;
+  unsigned gen = __atomic_load_n (&p->speed_gen, __ATOMIC_SEQ_CST);
+  int err = 0;
+
+  while (err == 0 && next_run (p, pos, size, &run, &run_end)) {
     uint64_t end = MIN (run_end, run + COPY_CHUNK);
 
-    job_pause_point (&p->job);
+    /* A pause waits for the chunks in flight: progress stands still. */
+    if (__atomic_load_n (&p->job.user_paused, __ATOMIC_SEQ_CST)) {
+      pthread_mutex_lock (&pool->lock);
+      wait_idle (pool);
+      pthread_mutex_unlock (&pool->lock);
+      job_pause_point (&p->job);
+    }
     if (job_is_cancelled (&p->job))
       return ECANCELED;
     if ((err = __atomic_load_n (&p->cbw_errno, __ATOMIC_SEQ_CST)) != 0)
       return err;
-    if ((err = copy_chunk (p, next, buf, run, end)) != 0)
-      return err;
-    /* Copied: what bitmap-mode=always keeps on failure is the rest. */
-    if (p->todo && bitmap_clear_range (p->todo, run, end - run) == -1)
-      return ENOMEM;
+    pthread_mutex_lock (&pool->lock);
+    while ((pool->have_work || pool->busy >= nr_workers) && pool->err == 0)
+      pthread_cond_wait (&pool->changed, &pool->lock);
+    err = pool->err;
+    if (err == 0) {
+      pool->work_start = run;
+      pool->work_end = end;
+      pool->have_work = true;
+      pthread_cond_broadcast (&pool->changed);
+    }
+    pthread_mutex_unlock (&pool->lock);
     pos = end;
-    done += end - run;
-    job_progress (&p->job, MIN (done, total), total);
+    dispatched += end - run;
     /* The first chunk goes unlimited, as QEMU's. */
-    rate_limit (p, &start, &base, done, &gen);
+    if (err == 0)
+      rate_limit (p, &start, &base, dispatched, &gen);
   }
+  return err;
+}
+
+static int
+copy_all (struct push_backup *p, nbdkit_next *next)
+{
+  uint64_t size = cbw_size (p->cbw);
+  struct copy_pool pool = {
+    .p = p, .next = next,
+    .total = p->todo ? MIN (bitmap_count_bytes (p->todo), size) : size,
+  };
+  pthread_t workers[COPY_WORKERS];
+  unsigned i, nr = 0;
+  int err;
+
+  pthread_mutex_init (&pool.lock, NULL);
+  pthread_cond_init (&pool.changed, NULL);
+  job_progress (&p->job, 0, pool.total);
+  for (i = 0; i < COPY_WORKERS; i++)
+    if (pthread_create (&workers[nr], NULL, copy_worker, &pool) == 0)
+      nr++;
+  err = nr > 0 ? dispatch (&pool, nr) : EAGAIN;
+  pthread_mutex_lock (&pool.lock);
+  wait_idle (&pool);
+  pool.quit = true;
+  pthread_cond_broadcast (&pool.changed);
+  if (err == 0)
+    err = pool.err;
+  pthread_mutex_unlock (&pool.lock);
+  for (i = 0; i < nr; i++)
+    pthread_join (workers[i], NULL);
+  pthread_cond_destroy (&pool.changed);
+  pthread_mutex_destroy (&pool.lock);
+  if (err)
+    return err;
   if (push_target_flush (p->target) == -1) {
     err = errno;
     io_error (p, true, err);
