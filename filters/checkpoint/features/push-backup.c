@@ -50,8 +50,14 @@ struct push_backup {
   struct dirty_bitmap *bitmap;
   struct bitmap *frozen;
   enum push_bitmap_mode mode;
-  /* What is left to copy (COPY_GRANULARITY); NULL: everything. */
+  /* What to copy (COPY_GRANULARITY); NULL: everything.  Not changed
+   * while the job runs.
+   */
   struct bitmap *todo;
+  /* What the job has copied: only ever set while it runs (guest
+   * writes test it, see cbw_set_copied).
+   */
+  struct bitmap *copied;
   bool rolled_back;             /* the txn undid it: bitmaps restored */
   bool error_reported;          /* atomic: BLOCK_JOB_ERROR sent */
   int cbw_errno;                /* atomic: copy-before-write failed */
@@ -337,9 +343,11 @@ copy_worker (void *opaque)
     err = buf ? copy_chunk (pool->p, pool->next, buf, start, end) : ENOMEM;
     pthread_mutex_lock (&pool->lock);
     pool->busy--;
-    /* Copied: what bitmap-mode=always keeps on failure is the rest. */
-    if (err == 0 && pool->p->todo &&
-        bitmap_clear_range (pool->p->todo, start, end - start) == -1)
+    /* Copied: guest writes there stop saving old data; what
+     * bitmap-mode=always keeps on failure is the rest.
+     */
+    if (err == 0 &&
+        bitmap_set_range (pool->p->copied, start, end - start) == -1)
       err = ENOMEM;
     if (err && pool->err == 0)
       pool->err = err;
@@ -543,6 +551,23 @@ push_commit (struct job *job)
     bitmap_add_bits (p, p->frozen);
 }
 
+/* TODO minus what the job copied (the job's thread has ended). */
+static int
+without_copied (struct push_backup *p)
+{
+  uint64_t pos = 0, start, size = bitmap_size (p->copied);
+
+  while (bitmap_find (p->copied, pos, true, &start) && start < size) {
+    pos = bitmap_run_end (p->copied, start, size);
+    if (bitmap_clear_range (p->todo, start, pos - start) == -1) {
+      nbdkit_error ("checkpoint: %s: bitmap '%s': out of memory: it keeps "
+                    "every chunk of the job", p->label, p->bitmap->name);
+      return 0;
+    }
+  }
+  return 0;
+}
+
 static void
 push_abort (struct job *job)
 {
@@ -551,7 +576,7 @@ push_abort (struct job *job)
   if (p->bitmap == NULL || p->rolled_back)
     return;
   if (p->mode == PUSH_BITMAP_ALWAYS) {
-    if (p->todo)
+    if (p->todo && without_copied (p) == 0)
       bitmap_add_bits (p, p->todo);
   }
   else
@@ -590,6 +615,7 @@ push_free (struct job *job)
   push_target_close (p->target, false);
   bitmap_free (p->frozen);
   bitmap_free (p->todo);
+  bitmap_free (p->copied);
   free (p->label);
   free (p->export);
   free (p);
@@ -612,6 +638,7 @@ push_discard (struct push_backup *p)
   push_target_close (p->target, true);
   bitmap_free (p->frozen);
   bitmap_free (p->todo);
+  bitmap_free (p->copied);
   free (p->label);
   free (p->export);
   free (p);
@@ -825,7 +852,16 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
   owner = (struct cbw_owner) {
     .name = p->label, .dead = view_dead, .failed = view_failed, .opaque = p,
   };
+  p->copied = bitmap_new (n->size, COPY_GRANULARITY);
+  if (p->copied == NULL) {
+    bitmap_free (needed);
+    qmp_error (err, "out of memory");
+    push_discard (p);
+    return -1;
+  }
   p->cbw = cbw_new (n, needed, CBW_BREAK_SNAPSHOT, &owner, scratch_dir, err);
+  if (p->cbw)
+    cbw_set_copied (p->cbw, p->copied);
   if (p->cbw == NULL ||
       job_create (&p->job, &push_driver, spec->job_id ? spec->job_id : "",
                   spec->auto_finalize, spec->auto_dismiss, err) == -1) {
