@@ -399,6 +399,71 @@ def _():
     [c] = [e["data"] for e in m.events if e["event"] == "BLOCK_JOB_COMPLETED"]
     check(c["error"] == "Input/output error", "jb: %r" % c)
 
+@section("grouped transactions")
+def _():
+    def grouped(*jobs):
+        m.command("transaction", {"properties": {"completion-mode": "grouped"},
+                                  "actions": [{"type": "drive-backup",
+                                               "data": j} for j in jobs]})
+    def job(jid, target, **kw):
+        d = {"job-id": jid, "device": "sda", "sync": "full",
+             "target": target}
+        d.update(kw)
+        return d
+    expect_error(m, "transaction", {
+        "properties": {"completion-mode": "grouped"},
+        "actions": [{"type": "drive-backup", "data": job("g0", tmp + "/g0")},
+                    {"type": "block-dirty-bitmap-add",
+                     "data": {"node": "sda", "name": "g"}}]},
+        "Action 'block-dirty-bitmap-add' does not support Transaction "
+        "property completion-mode = grouped")
+    # Refused before anything was made.
+    check(m.command("query-jobs") == [] and not os.path.exists(tmp + "/g0"),
+          "a refused grouped transaction left something")
+    # One fails: the other is cancelled.
+    m.events.clear()
+    grouped(job("ga", tmp + "/ga.raw", speed=MiB),
+            job("gb", "/dev/full", mode="existing"))
+    wait_ev(m, "BLOCK_JOB_CANCELLED")
+    wait_gone(m, "ga")
+    wait_gone(m, "gb")
+    check(job_events(m, "gb") == ["created", "running", "BLOCK_JOB_ERROR",
+                                  "aborting", "BLOCK_JOB_COMPLETED",
+                                  "concluded", "null"],
+          "gb: %r" % job_events(m, "gb"))
+    check(job_events(m, "ga") == ["created", "running", "aborting",
+                                  "BLOCK_JOB_CANCELLED", "concluded", "null"],
+          "ga: %r" % job_events(m, "ga"))
+    # A cancel of one cancels both.
+    m.events.clear()
+    grouped(job("gc", tmp + "/gc.raw", speed=MiB),
+            job("gd", tmp + "/gd.raw", speed=MiB))
+    m.command("job-cancel", {"id": "gd"})
+    wait_gone(m, "gc")
+    wait_gone(m, "gd")
+    check([e["data"]["device"] for e in m.events
+           if e["event"] == "BLOCK_JOB_CANCELLED"] in (["gc", "gd"],
+                                                        ["gd", "gc"]),
+          "grouped cancel: %r" % [e["event"] for e in m.events])
+    # Both succeed: both complete, each target the disk at the start;
+    # the fast one waits for the slow one.
+    shutil.copyfile(tmp + "/sda.img", tmp + "/g1")
+    m.events.clear()
+    grouped(job("ge", tmp + "/ge.raw"), job("gf", tmp + "/gf.raw",
+                                             speed=4 * MiB))
+    qio(sda, "write -P 0x2b 1M 1M")
+    time.sleep(0.5)
+    check([j["status"] for j in m.command("query-jobs")] ==
+          ["running", "running"], "ge did not wait for gf")
+    wait_gone(m, "ge")
+    wait_gone(m, "gf")
+    check(sorted(e["data"]["device"] for e in m.events
+                 if e["event"] == "BLOCK_JOB_COMPLETED") == ["ge", "gf"],
+          "grouped success: %r" % [e["event"] for e in m.events])
+    for f in ("ge.raw", "gf.raw"):
+        check(file_bytes(tmp + "/" + f) == file_bytes(tmp + "/g1"),
+              "%s differs from the disk at the start" % f)
+
 @section("nothing leaks")
 def _():
     time.sleep(0.3)

@@ -30,8 +30,25 @@
 /* Zeros in data are found by pieces of this size. */
 #define ZERO_PIECE (64 * 1024)
 
+/* The jobs of one transaction with completion-mode grouped: they end
+ * together.  A member that fails or is cancelled cancels the others;
+ * one that has copied everything waits (still running) until every
+ * member has, so that none is committed while another may still fail.
+ * The member list changes under the monitor lock; the counts under
+ * the group's lock.
+ */
+struct push_group {
+  pthread_mutex_t lock;
+  unsigned refs;                /* members, and the transaction */
+  unsigned copying;             /* members not done copying */
+  bool failed;
+  struct push_backup *members;
+};
+
 struct push_backup {
   struct job job;               /* first: the engine's view */
+  struct push_group *group;     /* NULL: ends on its own */
+  struct push_backup *group_next;
   char *label;                  /* "job ID", in messages */
   struct node *node;            /* NULL once the job let go of it */
   char *export;                 /* what the job's context opens */
@@ -68,6 +85,104 @@ static nbdkit_backend *backend;
 static void (*set_open_export) (const char *name);
 /* The changes made inside a txn run with every barrier raised. */
 static bool barrier_held;
+/* The group that drive-backup actions join now (a grouped
+ * transaction), or NULL.
+ */
+static struct push_group *current_group;
+
+static void
+group_unref (struct push_group *g)
+{
+  bool last;
+
+  pthread_mutex_lock (&g->lock);
+  last = --g->refs == 0;
+  pthread_mutex_unlock (&g->lock);
+  if (last) {
+    pthread_mutex_destroy (&g->lock);
+    free (g);
+  }
+}
+
+int
+push_backups_group_begin (struct qmp_error *err)
+{
+  struct push_group *g = calloc (1, sizeof *g);
+
+  if (g == NULL) {
+    qmp_error (err, "out of memory");
+    return -1;
+  }
+  pthread_mutex_init (&g->lock, NULL);
+  g->refs = 1;
+  current_group = g;
+  return 0;
+}
+
+void
+push_backups_group_end (void)
+{
+  if (current_group)
+    group_unref (current_group);
+  current_group = NULL;
+}
+
+/* Monitor lock held. */
+static void
+group_leave (struct push_backup *p)
+{
+  struct push_backup **pp;
+
+  if (p->group == NULL)
+    return;
+  for (pp = &p->group->members; *pp; pp = &(*pp)->group_next)
+    if (*pp == p) {
+      *pp = p->group_next;
+      break;
+    }
+  group_unref (p->group);
+  p->group = NULL;
+}
+
+/* The job's thread, its copy over with R: the group's end.  Returns
+ * the job's result.
+ */
+static int
+group_done (struct push_backup *p, int r)
+{
+  struct push_group *g = p->group;
+  struct push_backup *m;
+
+  if (g == NULL)
+    return r;
+  pthread_mutex_lock (&g->lock);
+  g->copying--;
+  if (r != 0)
+    g->failed = true;
+  pthread_mutex_unlock (&g->lock);
+  if (r != 0) {
+    qmp_lock ();
+    for (m = g->members; m; m = m->group_next)
+      if (m != p) {
+        struct qmp_error err = { 0 };
+        job_user_cancel (&m->job, &err);        /* ended ones refuse */
+        qmp_error_clear (&err);
+      }
+    qmp_unlock ();
+    return r;
+  }
+  for (;;) {
+    bool over;
+    pthread_mutex_lock (&g->lock);
+    over = g->copying == 0 || g->failed;
+    pthread_mutex_unlock (&g->lock);
+    if (job_is_cancelled (&p->job))
+      return ECANCELED;
+    if (over)
+      return 0;
+    nanosleep (&(struct timespec) { .tv_nsec = 20000000 }, NULL);
+  }
+}
 
 void
 push_backups_set_scratch_dir (const char *dir)
@@ -485,7 +600,7 @@ push_run (struct job *job)
   }
   /* The frozen view is no longer read: writes stop paying for it. */
   __atomic_store_n (&p->done, true, __ATOMIC_SEQ_CST);
-  return r;
+  return group_done (p, r);
 }
 
 /* Monitor lock held: the freeze ends, the scratch and the target go. */
@@ -591,6 +706,7 @@ push_clean (struct job *job)
   json_t *data;
 
   let_go (p);
+  group_leave (p);
   data = json_pack ("{s:s,s:s,s:I,s:I,s:I}", "type", "backup",
                     "device", job->id,
                     "len", (json_int_t) job->progress_total,
@@ -870,6 +986,15 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
   }
   /* From here the job exists: it ends through the engine. */
   p->node = n;
+  if (current_group) {
+    p->group = current_group;
+    pthread_mutex_lock (&p->group->lock);
+    p->group->refs++;
+    p->group->copying++;
+    pthread_mutex_unlock (&p->group->lock);
+    p->group_next = p->group->members;
+    p->group->members = p;
+  }
   /* The bitmap's bits move to FROZEN; from now on it records the
    * writes made during the job.  Undone with T.
    */

@@ -68,6 +68,13 @@ extern int push_backup_create (struct txn *t,
                                const struct push_backup_spec *spec,
                                struct qmp_error *err);
 
+/* A transaction with completion-mode grouped: the push backups created
+ * between begin and end end together (a failure or cancel of one
+ * cancels the others).  Monitor lock held.
+ */
+extern int push_backups_group_begin (struct qmp_error *err);
+extern void push_backups_group_end (void);
+
 /* Monitor lock held. */
 extern bool job_is_push_backup (const struct job *job);
 extern bool push_backups_use_node (const struct node *n);
