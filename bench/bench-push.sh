@@ -44,11 +44,11 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
 exec /usr/bin/python3 - "$FILTER" "$WORK" "${DISK:-4G}" "${RUNS:-3}" "${KEEP:-0}" \
-     "$SRC" <<'EOF'
+     "${WORKDIR:+given}" <<'EOF'
 import json, os, random, shutil, socket, subprocess, sys, time
 import nbd
 
-FILTER, WORK, DISK, RUNS, KEEP, SRC = sys.argv[1:]
+FILTER, WORK, DISK, RUNS, KEEP, GIVEN = sys.argv[1:]
 RUNS, KEEP = int(RUNS), KEEP == "1"
 MiB = 1 << 20
 units = {"K": 10, "M": 20, "G": 30}
@@ -263,6 +263,8 @@ finally:
         stop(name)
     if not KEEP and os.path.exists(disk):
         os.unlink(disk)
+    if not KEEP and not GIVEN:
+        shutil.rmtree(WORK, ignore_errors=True)
 
 print("\nfull push backup of %s (50%% data), %d run(s), caches %s"
       % (DISK, RUNS, "dropped" if cold else "not dropped (not root)"))

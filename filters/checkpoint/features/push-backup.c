@@ -666,8 +666,11 @@ push_commit (struct job *job)
     bitmap_add_bits (p, p->frozen);
 }
 
-/* TODO minus what the job copied (the job's thread has ended). */
-static int
+/* TODO minus what the job copied (the job's thread has ended).  Out
+ * of memory, the bitmap keeps the job's every chunk: too much, never
+ * too little.
+ */
+static void
 without_copied (struct push_backup *p)
 {
   uint64_t pos = 0, start, size = bitmap_size (p->copied);
@@ -677,10 +680,9 @@ without_copied (struct push_backup *p)
     if (bitmap_clear_range (p->todo, start, pos - start) == -1) {
       nbdkit_error ("checkpoint: %s: bitmap '%s': out of memory: it keeps "
                     "every chunk of the job", p->label, p->bitmap->name);
-      return 0;
+      return;
     }
   }
-  return 0;
 }
 
 static void
@@ -691,8 +693,10 @@ push_abort (struct job *job)
   if (p->bitmap == NULL || p->rolled_back)
     return;
   if (p->mode == PUSH_BITMAP_ALWAYS) {
-    if (p->todo && without_copied (p) == 0)
+    if (p->todo) {
+      without_copied (p);
       bitmap_add_bits (p, p->todo);
+    }
   }
   else
     bitmap_add_bits (p, p->frozen);
@@ -984,8 +988,12 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
     push_discard (p);
     return -1;
   }
-  /* From here the job exists: it ends through the engine. */
+  /* From here the job exists: it ends through the engine.  What it
+   * will copy is known now (query-jobs right after the command).
+   */
   p->node = n;
+  job_progress (&p->job, 0, p->todo ? MIN (bitmap_count_bytes (p->todo),
+                                           n->size) : n->size);
   if (current_group) {
     p->group = current_group;
     pthread_mutex_lock (&p->group->lock);

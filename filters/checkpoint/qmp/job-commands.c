@@ -131,16 +131,19 @@ static const struct txn_action actions[] = {
    * drive-backup; reference section 4).
    * Arguments: job-id (required in practice: a node has no device
    * name), device (a node), target (a file path: created sparse, or
-   * with mode "existing" opened as it is), format? ("raw" only), mode?,
-   * sync ("full"; the others are refused for now), speed? (bytes/s),
-   * bitmap?, bitmap-mode?, compress? (false), on-source-error? and
-   * on-target-error? ("report"), auto-finalize? (true), auto-dismiss?
-   * (true), filter-node-name? (ignored).
+   * with mode "existing" opened as it is; or an nbd:// or nbd+unix://
+   * URI), format? ("raw" only), mode?, sync ("full", "incremental",
+   * "bitmap"; "none" and "top" are refused), speed? (bytes/s), bitmap?,
+   * bitmap-mode? (QEMU's table), compress? (false only),
+   * on-source-error? and on-target-error? ("report" only),
+   * auto-finalize? (true only), auto-dismiss? (true),
+   * filter-node-name? (ignored).
    * Returns: {}.  Events: JOB_STATUS_CHANGE, BLOCK_JOB_COMPLETED,
    * BLOCK_JOB_CANCELLED, BLOCK_JOB_ERROR.
    * Errors: QEMU's validation texts (reference 4.1); "Invalid job ID
-   * 'X'", "Job ID 'X' already in use"; "Could not create 'PATH': ...";
-   * a format other than raw.
+   * 'X'", "Job ID 'X' already in use"; "Could not create 'PATH': ...",
+   * "Could not open 'TARGET': ..."; a format other than raw; what is
+   * not supported yet says so.
    */
   { "drive-backup", drive_backup_args, drive_backup_action },
   { NULL }
