@@ -73,6 +73,11 @@ struct qmp_disk_services {
   /* Size of NODE; false if there is no such node. */
   bool (*node_size) (const char *node, uint64_t *size);
   void (*set_node_hooks) (const struct qmp_node_hooks *hooks);
+  /* Name the export of the next shared context that this thread opens
+   * (nbdkit_next_context_open with shared=1 cannot pass it): see
+   * plugins/qmpdisk/qmpdisk.h.
+   */
+  void (*set_open_export) (const char *name);
 };
 
 struct qmp_peer {

@@ -19,6 +19,7 @@
 #include "engines/job.h"
 #include "engines/persist.h"
 #include "features/pull-backup.h"
+#include "features/push-backup.h"
 #include "qmp/commands.h"
 #include "checkpoint.h"
 
@@ -120,6 +121,11 @@ hook_may_remove (const char *name, struct qmp_error *err)
 {
   struct node *n = nodes_find (name);
 
+  if (n && push_backups_use_node (n)) {
+    qmp_error (err, "Node '%s' is busy: block device is in use by block "
+               "job: backup", name);
+    return false;
+  }
   if (n && (n->bitmaps || backups_use_node (n))) {
     qmp_error (err, "Node '%s' has %s: end or remove them first", name,
                backups_use_node (n) ? "active backups" : "dirty bitmaps");
@@ -150,7 +156,7 @@ hook_may_resize (const char *name, uint64_t size, struct qmp_error *err)
   struct node *n = nodes_find (name);
   struct dirty_bitmap *d;
 
-  if (n && backups_use_node (n)) {
+  if (n && (backups_use_node (n) || push_backups_use_node (n))) {
     qmp_error (err, "Cannot resize '%s' during a backup", name);
     return false;
   }
@@ -194,6 +200,7 @@ lifecycle_config_complete (void)
   if (state_dir && persist_start (state_dir) == -1)
     return -1;
   backups_set_scratch_dir (scratch_dir ? scratch_dir : state_dir);
+  push_backups_set_scratch_dir (scratch_dir ? scratch_dir : state_dir);
   jobs_set_host (&job_host);
   disk_services = peer ? peer->disks : NULL;
   /* Ours first, so that our query-named-block-nodes wins over the
@@ -206,6 +213,7 @@ lifecycle_config_complete (void)
   checkpoint_commands_register ();
   transaction_commands_register ();
   backup_commands_register ();
+  job_commands_register ();
   if (qmp_path)
     qmp_server_adopt_peer (QMP_PEER_PLUGIN_SYMBOL);
   if (disk_services)
@@ -281,6 +289,8 @@ lifecycle_after_fork (nbdkit_backend *backend)
 
   if (state_dir && persist_load_checkpoints () == -1)
     return -1;
+  push_backups_set_backend (backend, disk_services
+                            ? disk_services->set_open_export : NULL);
   if (disk_services)
     r = add_plugin_nodes ();
   else if ((r = add_single_node (backend, &err)) == -1)

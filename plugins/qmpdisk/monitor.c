@@ -15,6 +15,7 @@
 #include "peer.h"
 #include "server.h"
 #include "disks.h"
+#include "qmpdisk.h"
 #include "monitor.h"
 #include "shutdown.h"
 
@@ -375,6 +376,7 @@ static const struct qmp_disk_services disk_services = {
   .resolve_export = resolve_export,
   .node_size = node_size,
   .set_node_hooks = set_node_hooks,
+  .set_open_export = qmpdisk_set_open_export,
 };
 
 __attribute__ ((visibility ("default")))

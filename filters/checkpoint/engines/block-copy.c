@@ -222,10 +222,11 @@ save_run (nbdkit_next *next, struct block_copy *bc, char *buf,
 
 static bool
 block_to_save (struct block_copy *bc, uint64_t offset,
-               const struct bitmap *needed)
+               const struct bitmap *needed, const struct bitmap *skip)
 {
   return !bitmap_test (bc->saved, offset) &&
-    (needed == NULL || bitmap_test (needed, offset));
+    (needed == NULL || bitmap_test (needed, offset)) &&
+    (skip == NULL || !bitmap_test (skip, offset));
 }
 
 /* Save the needed, unsaved blocks of [START, END), in runs as long as
@@ -233,17 +234,18 @@ block_to_save (struct block_copy *bc, uint64_t offset,
  */
 static int
 save_range (nbdkit_next *next, struct block_copy *bc, uint64_t start,
-            uint64_t end, const struct bitmap *needed)
+            uint64_t end, const struct bitmap *needed,
+            const struct bitmap *skip)
 {
   char *buf = NULL;
   uint64_t pos = start, run;
 
   while (pos < end) {
-    if (!block_to_save (bc, pos, needed)) {
+    if (!block_to_save (bc, pos, needed, skip)) {
       pos += MIN (BLOCK_COPY_BLOCK, end - pos);
       continue;
     }
-    for (run = pos; run < end && block_to_save (bc, run, needed); )
+    for (run = pos; run < end && block_to_save (bc, run, needed, skip); )
       run += MIN (BLOCK_COPY_BLOCK, end - run);
     if (buf == NULL && (buf = thread_buffer ()) == NULL)
       return -1;
@@ -302,6 +304,14 @@ int
 block_copy_save (struct block_copy *bc, nbdkit_next *next,
                  uint64_t offset, uint64_t end, const struct bitmap *needed)
 {
+  return block_copy_save_skip (bc, next, offset, end, needed, NULL);
+}
+
+int
+block_copy_save_skip (struct block_copy *bc, nbdkit_next *next,
+                      uint64_t offset, uint64_t end,
+                      const struct bitmap *needed, const struct bitmap *skip)
+{
   uint64_t start = ROUND_DOWN (offset, BLOCK_COPY_BLOCK), w, w_end;
 
   end = MIN (ROUND_UP (end, BLOCK_COPY_BLOCK), bc->size);
@@ -309,14 +319,15 @@ block_copy_save (struct block_copy *bc, nbdkit_next *next,
     return 0;
   /* Most writes during a backup land on saved or unneeded blocks. */
   if (bitmap_all_dirty (bc->saved, start, end - start) ||
-      (needed && !bitmap_any_dirty (needed, start, end - start)))
+      (needed && !bitmap_any_dirty (needed, start, end - start)) ||
+      (skip && bitmap_all_dirty (skip, start, end - start)))
     return 0;
   for (w = start; w < end; w = w_end) {
     int r;
 
     w_end = MIN (ROUND_DOWN (w, SAVE_WINDOW) + SAVE_WINDOW, end);
     lock_stripes (bc, w, w_end, true);
-    r = save_range (next, bc, w, w_end, needed);
+    r = save_range (next, bc, w, w_end, needed, skip);
     lock_stripes (bc, w, w_end, false);
     if (r == -1)
       return -1;

@@ -54,6 +54,15 @@ extern void block_copy_discard (struct block_copy *bc);
 extern int block_copy_save (struct block_copy *bc, nbdkit_next *next,
                             uint64_t offset, uint64_t end,
                             const struct bitmap *needed);
+/* The same, also leaving out the blocks that SKIP marks: those a push
+ * job has copied already, which the frozen view no longer needs
+ * (QEMU's rule).  SKIP is only ever set, never cleared, while saves
+ * run (bitmap_set_range is safe alongside them).
+ */
+extern int block_copy_save_skip (struct block_copy *bc, nbdkit_next *next,
+                                 uint64_t offset, uint64_t end,
+                                 const struct bitmap *needed,
+                                 const struct bitmap *skip);
 
 /* Read [OFFSET, OFFSET+COUNT) of the frozen view.  -1 with *ERR (and
  * an nbdkit_error) on error.

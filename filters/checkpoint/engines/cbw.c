@@ -26,6 +26,7 @@ struct cbw {
    * (a full view saves every block it serves).
    */
   struct bitmap *changed;
+  const struct bitmap *copied;  /* the owner's, or NULL: see cbw.h */
 };
 
 struct cbw *
@@ -84,7 +85,8 @@ before_write (void *opaque, nbdkit_next *next, uint64_t offset,
   /* Recorded before anything lands: reads of unneeded blocks check it. */
   if ((c->changed == NULL ||
        bitmap_set_range (c->changed, offset, count) != -1) &&
-      block_copy_save (c->bc, next, offset, offset + count, c->needed) == 0)
+      block_copy_save_skip (c->bc, next, offset, offset + count, c->needed,
+                            c->copied) == 0)
     return 0;
   if (c->on_error == CBW_BREAK_GUEST_WRITE) {
     *err = errno;
@@ -110,6 +112,12 @@ void
 cbw_detach (struct cbw *c)
 {
   node_remove_write_hook (c->node, c);
+}
+
+void
+cbw_set_copied (struct cbw *c, const struct bitmap *copied)
+{
+  c->copied = copied;
 }
 
 void

@@ -55,6 +55,12 @@ extern void cbw_free (struct cbw *c);
  */
 extern int cbw_attach (struct cbw *c, struct qmp_error *err);
 extern void cbw_detach (struct cbw *c);
+/* Before cbw_attach: COPIED (the owner's, set-only, outliving C) marks
+ * the chunks the owner has read for good: guest writes there no
+ * longer save them (QEMU's rule for backup jobs).  The owner must
+ * not read a chunk of the view after marking it.
+ */
+extern void cbw_set_copied (struct cbw *c, const struct bitmap *copied);
 /* After cbw_detach: give the scratch back now (block_copy_discard). */
 extern void cbw_discard (struct cbw *c);
 

@@ -13,6 +13,7 @@ extern void bitmap_commands_register (void);
 extern void checkpoint_commands_register (void);
 extern void backup_commands_register (void);
 extern void transaction_commands_register (void);
+extern void job_commands_register (void);
 /* DISKS: the qmpdisk plugin's services, or NULL over another plugin
  * (then the filter lists its own node).
  */

@@ -12,6 +12,7 @@
 #include <nbdkit-filter.h>
 
 #include "core/node.h"
+#include "features/push-backup.h"
 #include "qmp/actions.h"
 #include "qmp/commands.h"
 
@@ -131,21 +132,24 @@ check_actions (json_t *actions, struct qmp_error *err)
   return true;
 }
 
-/* completion-mode grouped is for push backup jobs, which this
- * project does not have yet: every action refuses it, as QEMU's
- * non-job actions do.
+/* completion-mode grouped is for the actions that start jobs; the
+ * others refuse it, as QEMU's do.  *GROUPED says which mode it is.
  */
 static bool
-check_properties (json_t *props, json_t *actions, struct qmp_error *err)
+check_properties (json_t *props, json_t *actions, bool *grouped,
+                  struct qmp_error *err)
 {
   static const struct qmp_arg prop_args[] = {
     { "completion-mode", QMP_STR, true,
-      "\"individual\" (the default); \"grouped\" is refused while no "
-      "action starts a job." },
+      "\"individual\" (the default); \"grouped\": the jobs the "
+      "actions start end together (every action must start one)." },
     { NULL }
   };
   const char *mode;
+  json_t *action;
+  size_t i;
 
+  *grouped = false;
   if (props == NULL)
     return true;
   if (!qmp_check_args (prop_args, props, "properties.", err))
@@ -158,13 +162,15 @@ check_properties (json_t *props, json_t *actions, struct qmp_error *err)
                "'%s'", mode);
     return false;
   }
-  if (json_array_size (actions) > 0) {
-    qmp_error (err, "Action '%s' does not support Transaction property "
-               "completion-mode = grouped",
-               json_string_value (json_object_get (json_array_get (actions, 0),
-                                                   "type")));
-    return false;
+  json_array_foreach (actions, i, action) {
+    const char *type = json_string_value (json_object_get (action, "type"));
+    if (strcmp (type, "drive-backup") != 0) {
+      qmp_error (err, "Action '%s' does not support Transaction property "
+                 "completion-mode = grouped", type);
+      return false;
+    }
   }
+  *grouped = true;
   return true;
 }
 
@@ -174,11 +180,14 @@ transaction (json_t *args, struct qmp_error *err)
   json_t *actions = json_object_get (args, "actions"), *action, *ret;
   json_t *empty = json_object ();
   struct txn t;
+  bool grouped;
   size_t i;
+  int r;
 
   if (!check_actions (actions, err) ||
       !check_properties (json_object_get (args, "properties"), actions,
-                         err)) {
+                         &grouped, err) ||
+      (grouped && push_backups_group_begin (err) == -1)) {
     json_decref (empty);
     return NULL;
   }
@@ -191,13 +200,16 @@ transaction (json_t *args, struct qmp_error *err)
     ret = a->run (&t, data ? data : empty, err);
     if (ret == NULL) {
       change_abort (&t);
+      push_backups_group_end ();
       json_decref (empty);
       return NULL;
     }
     json_decref (ret);
   }
   json_decref (empty);
-  return change_commit (&t, err) == 0 ? json_object () : NULL;
+  r = change_commit (&t, err);
+  push_backups_group_end ();
+  return r == 0 ? json_object () : NULL;
 }
 
 /* The abort action always fails: for testing the rollback. */
@@ -228,15 +240,18 @@ static const struct qmp_arg transaction_args[] = {
 static const struct qmp_command commands[] = {
   { "transaction", transaction_args, transaction,
     "Run every action at one instant (no guest write lands between "
-    "them) or none at all.  The abort action always fails (\"Transaction "
+    "them) or none at all.  With completion-mode grouped (drive-backup "
+    "actions only) the jobs end together: one failing or cancelled "
+    "cancels the others.  The abort action always fails (\"Transaction "
     "aborted using Abort action\"), so that every action before it is "
     "undone.",
     "{}.",
     "The first failing action's error, after undoing the others; "
     "\"Invalid parameter type for 'actions[I]', expected: object\"; "
     "for a bad action, its arguments' errors with the prefix 'data.'; "
-    "an unknown type or one that is not an action (e.g. blockdev-backup, "
-    "drive-backup, not implemented); \"Cannot save the state directory "
+    "an unknown type or one that is not an action (blockdev-backup is "
+    "not implemented); completion-mode grouped with an action that "
+    "starts no job; \"Cannot save the state directory "
     "...\" when the result cannot be recorded (nothing is changed then)."
   },
   { NULL }

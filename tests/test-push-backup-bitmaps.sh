@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
+# Push backups with a bitmap (sync incremental, bitmap, full), the
+# same steps on qemu-storage-daemon 7.2 (blockdev-backup to a file
+# node) and on the checkpoint filter over the file plugin (drive-backup
+# to a file): for each bitmap-mode (on-success, always, never) after
+# success and after cancel, the bitmap's sha256 and count and busy
+# flag must be equal on both, and the targets equal byte for byte
+# after success.  Each job runs at speed 1 byte/s, so that both copy
+# only their first chunk (the first dirty run, under 1 MiB) before
+# the writes made during the job; then it is sped up, or cancelled.
+# A target that fails (/dev/full) leaves the bitmap as it was before
+# the job, in every mode (nothing was copied, nothing written since).
+source "${srcdir:-$(dirname "$0")}/functions.sh"
+set -e
+set -x
+
+requires_built "$FILTER"
+requires nbdkit --version
+requires qemu-io --version
+command -v qemu-storage-daemon >/dev/null ||
+    skip "qemu-storage-daemon is not installed (Debian: qemu-system-common)"
+requires qemu-storage-daemon --version
+tmpdir
+
+S=$(( 4 * 1024 * 1024 ))
+truncate -s $S "$tmp/q.img" "$tmp/o.img"
+
+qemu-storage-daemon \
+    --blockdev driver=file,node-name=d0,filename="$tmp/q.img",discard=unmap \
+    --nbd-server addr.type=unix,addr.path="$tmp/qsd.sock" \
+    --export type=nbd,id=e0,node-name=d0,name=d0,writable=on \
+    --chardev socket,id=m0,path="$tmp/qsd.qmp",server=on,wait=off \
+    --monitor chardev=m0 > "$tmp/qsd.log" 2>&1 &
+qsdpid=$!
+cleanup_fn kill_nbdkit $qsdpid "$tmp/qsd.log"
+for (( i = 0; i < 200; ++i )); do
+    [ -S "$tmp/qsd.qmp" ] && [ -S "$tmp/qsd.sock" ] && break
+    kill -0 $qsdpid || { cat "$tmp/qsd.log"; fail "qemu-storage-daemon died"; }
+    sleep 0.05
+done
+
+start_nbdkit o --filter="$FILTER" file "$tmp/o.img" node-name=d0 \
+             qmp="$tmp/o.qmp"
+osock=$sock
+
+$PY - "$tmp" "$osock" $S <<'EOF2'
+import time
+from testlib import *
+
+tmp, osock, S = script_args(str, str, int)
+q = connect(tmp + "/qsd.qmp")
+o = connect(tmp + "/o.qmp")
+Q_URI = uri(tmp + "/qsd.sock", "d0")
+O_URI = uri(osock)
+n = 0
+
+def both_io(*cmds):
+    qio(Q_URI, *cmds)
+    qio(O_URI, *cmds)
+
+def wait_ev(m, name, timeout=60):
+    m.sock.settimeout(timeout)
+    while not any(e["event"] == name for e in m.events):
+        msg = m.recv_message()
+        if "event" in msg:
+            m.events.append(msg)
+
+def wait_progress(m, job):
+    t = time.monotonic()
+    while True:
+        js = [j for j in m.command("query-jobs") if j["id"] == job]
+        if js and js[0]["current-progress"] > 0:
+            return js[0]
+        check(time.monotonic() - t < 30, "job %s made no progress" % job)
+        time.sleep(0.02)
+
+def wait_gone(m, job):
+    t = time.monotonic()
+    while any(j["id"] == job for j in m.command("query-jobs")):
+        check(time.monotonic() - t < 60, "job %s did not end" % job)
+        time.sleep(0.02)
+
+def state(m, name):
+    [b] = [b for b in bitmap_infos(m, "d0") if b.get("name") == name]
+    return (sha(m, "d0", name), b["count"], b["busy"])
+
+# Several dirty runs, each under 1 MiB; the first is 128 KiB.
+A = ["write -P 0x11 0 128k", "write -P 0x22 1M 64k",
+     "write -P 0x33 %d 8k" % (2 * MiB + 4096), "write -P 0x44 3M 512k"]
+# During the job: inside, across and outside the dirty runs.
+B = ["write -P 0x55 64k 4k", "write -P 0x66 %d 128k" % (1 * MiB + 32768),
+     "write -P 0x77 %d 4k" % (S - 4096)]
+
+def run(sync, mode, end):
+    global n
+    n += 1
+    name, job = "b%d" % n, "j%d" % n
+    title = "sync=%s bitmap-mode=%s %s" % (sync, mode, end)
+    print("---", title, flush=True)
+    for m in (q, o):
+        m.command("block-dirty-bitmap-add", {"node": "d0", "name": name,
+                                             "granularity": 65536})
+    both_io(*A)
+    check(state(q, name) == state(o, name), "%s: before the job" % title)
+    tq, to = "%s/tq%d.raw" % (tmp, n), "%s/to%d.raw" % (tmp, n)
+    with open(tq, "wb") as f:
+        f.truncate(S)
+    q.command("blockdev-add", {"driver": "file", "node-name": "t%d" % n,
+                               "filename": tq})
+    args = {"job-id": job, "device": "d0", "sync": sync, "bitmap": name,
+            "speed": 1}
+    if mode:
+        args["bitmap-mode"] = mode
+    q.command("blockdev-backup", dict(args, target="t%d" % n))
+    o.command("drive-backup", dict(args, target=to))
+    for m in (q, o):
+        wait_progress(m, job)
+    check(state(q, name)[2] is True and state(o, name)[2] is True,
+          "%s: bitmap not busy during the job" % title)
+    both_io(*B)
+    for m in (q, o):
+        if end == "success":
+            m.command("block-job-set-speed", {"device": job, "speed": 0})
+            wait_ev(m, "BLOCK_JOB_COMPLETED")
+        else:
+            m.command("job-cancel", {"id": job})
+            wait_ev(m, "BLOCK_JOB_CANCELLED")
+        wait_gone(m, job)
+        m.events.clear()
+    sq, so = state(q, name), state(o, name)
+    check(sq == so, "%s: bitmap after the job: qemu %r, ours %r"
+          % (title, sq, so))
+    if end == "success":
+        check(file_bytes(tq) == file_bytes(to),
+              "%s: the targets differ" % title)
+    q.command("blockdev-del", {"node-name": "t%d" % n})
+    for m in (q, o):
+        m.command("block-dirty-bitmap-remove", {"node": "d0", "name": name})
+
+for mode in ("on-success", "always", "never"):
+    for end in ("success", "cancel"):
+        run("bitmap", mode, end)
+run("incremental", None, "success")
+run("incremental", None, "cancel")
+run("full", "on-success", "success")
+run("full", "always", "success")
+run("full", "on-success", "cancel")
+run("incremental", "on-success", "success")
+# Refused alike.
+for m in (q, o):
+    m.command("block-dirty-bitmap-add", {"node": "d0", "name": "x"})
+with open(tmp + "/tx.raw", "wb") as f:
+    f.truncate(S)
+q.command("blockdev-add", {"driver": "file", "node-name": "tx",
+                           "filename": tmp + "/tx.raw"})
+for args, desc in (
+        ({"sync": "full", "bitmap-mode": "never"},
+         "Bitmap sync mode 'never' has no meaningful effect when combined "
+         "with sync mode 'full'"),
+        ({"sync": "incremental", "bitmap-mode": "never"},
+         "Bitmap sync mode must be 'on-success' when using sync mode "
+         "'incremental'"),
+        ({"sync": "bitmap"},
+         "Bitmap sync mode must be given when providing a bitmap"),
+        ({"sync": "none", "bitmap-mode": "always"},
+         "sync mode 'none' does not produce meaningful bitmap outputs")):
+    a = dict(args, **{"job-id": "x1", "device": "d0", "bitmap": "x"})
+    expect_error(q, "blockdev-backup", dict(a, target="tx"), desc)
+    expect_error(o, "drive-backup", dict(a, target=tmp + "/x.raw"), desc)
+for m in (q, o):
+    m.command("block-dirty-bitmap-remove", {"node": "d0", "name": "x"})
+
+# A failing target: nothing copied, nothing written: the bitmap as it
+# was before the job, in every mode (ours only: the same as QEMU's
+# bitmap after A).
+for mode in ("on-success", "always", "never"):
+    n += 1
+    name, job = "f%d" % n, "jf%d" % n
+    for m in (q, o):
+        m.command("block-dirty-bitmap-add", {"node": "d0", "name": name,
+                                             "granularity": 65536})
+    both_io(*A)
+    before = state(o, name)
+    check(before == state(q, name), "failure %s: before" % mode)
+    o.command("drive-backup", {"job-id": job, "device": "d0",
+                               "sync": "bitmap", "bitmap": name,
+                               "bitmap-mode": mode, "target": "/dev/full",
+                               "mode": "existing"})
+    wait_ev(o, "BLOCK_JOB_COMPLETED")
+    wait_gone(o, job)
+    [c] = [e["data"] for e in o.events if e["event"] == "BLOCK_JOB_COMPLETED"]
+    check(c.get("error") == "No space left on device", "failure: %r" % c)
+    o.events.clear()
+    after = state(o, name)
+    check(after == before, "failure %s: bitmap %r, before the job %r"
+          % (mode, after, before))
+    for m in (q, o):
+        m.command("block-dirty-bitmap-remove", {"node": "d0", "name": name})
+print("all cases equal")
+EOF2
