@@ -14,20 +14,10 @@
 #include "cleanup.h"
 #include "rounding.h"
 #include "vector.h"
+#include "test-check.h"
 
 DEFINE_VECTOR_TYPE (int_vector, int);
 
-static int passed, failed;
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (cond)                                                           \
-      passed++;                                                         \
-    else {                                                              \
-      fprintf (stderr, "%s:%d: FAILED: %s\n", __FILE__, __LINE__, #cond); \
-      failed++;                                                         \
-    }                                                                   \
-  } while (0)
 
 static void
 test_vector (void)
@@ -118,6 +108,5 @@ main (void)
   test_vector ();
   test_minmax ();
   test_locks ();
-  printf ("%d passed, %d failed\n", passed, failed);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return test_report ();
 }

@@ -250,6 +250,23 @@ check_new_name (const char *name, struct qmp_error *err)
   return true;
 }
 
+/* The node of the I-th name of a disk list: known, and not named
+ * before in the list.
+ */
+static struct node *
+listed_node (const string_vector *list, size_t i, struct qmp_error *err)
+{
+  struct node *n = nodes_lookup (list->ptr[i], err);
+  size_t j;
+
+  for (j = 0; n && j < i; j++)
+    if (strcmp (list->ptr[i], list->ptr[j]) == 0) {
+      qmp_error (err, "Disk '%s' is named twice", list->ptr[i]);
+      return NULL;
+    }
+  return n;
+}
+
 /* The disks of a new checkpoint, checked: known, not twice, and with
  * no bitmap of the checkpoint's name yet.  A copy in *OUT.
  */
@@ -258,7 +275,7 @@ checked_disks (const char *name, const string_vector *disks,
                string_vector *out, struct qmp_error *err)
 {
   struct node *n;
-  size_t i, j;
+  size_t i;
 
   for (n = nodes_list (); disks == NULL && n; n = n->next)
     if (string_vector_append (out, n->name) == -1)
@@ -271,13 +288,8 @@ checked_disks (const char *name, const string_vector *disks,
     return -1;
   }
   for (i = 0; i < out->len; i++) {
-    if ((n = nodes_lookup (out->ptr[i], err)) == NULL)
+    if ((n = listed_node (out, i, err)) == NULL)
       return -1;
-    for (j = 0; j < i; j++)
-      if (strcmp (out->ptr[i], out->ptr[j]) == 0) {
-        qmp_error (err, "Disk '%s' is named twice", out->ptr[i]);
-        return -1;
-      }
     if (bitmaps_find (n, name)) {
       qmp_error (err, "Bitmap already exists: %s", name);
       return -1;
@@ -387,7 +399,7 @@ redefine_disks (const char *name, const string_vector *disks,
 {
   struct dirty_bitmap *d;
   struct node *n;
-  size_t i, j;
+  size_t i;
 
   for (n = nodes_list (); disks == NULL && n; n = n->next)
     if (bitmaps_find (n, name) && string_vector_append (out, n->name) == -1)
@@ -404,13 +416,8 @@ redefine_disks (const char *name, const string_vector *disks,
     return -1;
   }
   for (i = 0; i < out->len; i++) {
-    if ((n = nodes_lookup (out->ptr[i], err)) == NULL)
+    if ((n = listed_node (out, i, err)) == NULL)
       return -1;
-    for (j = 0; j < i; j++)
-      if (strcmp (out->ptr[i], out->ptr[j]) == 0) {
-        qmp_error (err, "Disk '%s' is named twice", out->ptr[i]);
-        return -1;
-      }
     d = bitmaps_find (n, name);
     if (d == NULL) {
       qmp_error (err, "Cannot redefine checkpoint '%s': disk '%s' has no "

@@ -17,18 +17,8 @@
 #include "core/node.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
+#include "test-check.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (cond)                                                           \
-      passed++;                                                         \
-    else {                                                              \
-      fprintf (stderr, "%s:%d: FAILED: %s\n", __FILE__, __LINE__, #cond); \
-      failed++;                                                         \
-    }                                                                   \
-  } while (0)
 
 #define MiB (1024 * 1024)
 #define CHUNK 65536
@@ -429,6 +419,5 @@ main (void)
   test_chain ();
   checkpoints_free_all ();
   nodes_free_all ();
-  printf ("%d passed, %d failed\n", passed, failed);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return test_report ();
 }

@@ -22,21 +22,11 @@
 
 #include "bitmap.h"
 #include "engines/block-copy.h"
+#include "test-check.h"
 
 #define MiB (1024 * 1024)
 #define SIZE (16 * MiB)
 
-static int passed, failed;
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (cond)                                                           \
-      passed++;                                                         \
-    else {                                                              \
-      fprintf (stderr, "%s:%d: FAILED: %s\n", __FILE__, __LINE__, #cond); \
-      failed++;                                                         \
-    }                                                                   \
-  } while (0)
 
 /* nbdkit's message functions, which the engine calls. */
 void
@@ -251,6 +241,5 @@ main (void)
   test_needed ();
   test_stripes_of_a_large_save ();
   free (disk);
-  printf ("%d passed, %d failed\n", passed, failed);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return test_report ();
 }

@@ -15,18 +15,8 @@
 #include <unistd.h>
 
 #include "engines/job.h"
+#include "test-check.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                     \
-  do {                                                                  \
-    if (cond)                                                           \
-      passed++;                                                         \
-    else {                                                              \
-      fprintf (stderr, "%s:%d: FAILED: %s\n", __FILE__, __LINE__, #cond); \
-      failed++;                                                         \
-    }                                                                   \
-  } while (0)
 
 /* The host: a lock, and the JOB_STATUS_CHANGE events as one string. */
 static pthread_mutex_t host_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -338,6 +328,5 @@ main (void)
   test_cancel_and_pause ();
   test_error_and_ids ();
   test_cancel_all ();
-  printf ("%d passed, %d failed\n", passed, failed);
-  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+  return test_report ();
 }

@@ -726,19 +726,26 @@ push_clean (struct job *job)
   }
 }
 
+/* DISCARD_TARGET: the job never existed, so neither should what it
+ * created.
+ */
 static void
-push_free (struct job *job)
+push_release (struct push_backup *p, bool discard_target)
 {
-  struct push_backup *p = (struct push_backup *) job;
-
   cbw_free (p->cbw);
-  push_target_close (p->target, false);
+  push_target_close (p->target, discard_target);
   bitmap_free (p->frozen);
   bitmap_free (p->todo);
   bitmap_free (p->copied);
   free (p->label);
   free (p->export);
   free (p);
+}
+
+static void
+push_free (struct job *job)
+{
+  push_release ((struct push_backup *) job, false);
 }
 
 static const struct job_driver push_driver = {
@@ -754,14 +761,7 @@ static const struct job_driver push_driver = {
 static void
 push_discard (struct push_backup *p)
 {
-  cbw_free (p->cbw);
-  push_target_close (p->target, true);
-  bitmap_free (p->frozen);
-  bitmap_free (p->todo);
-  bitmap_free (p->copied);
-  free (p->label);
-  free (p->export);
-  free (p);
+  push_release (p, true);
 }
 
 static const char *
