@@ -13,24 +13,29 @@
  *                (parameters, start-up and shutdown, the qmpdisk
  *                plugin's node hooks); this header
  *   4 qmp/       the QMP surface: one file per family of commands
- *                (bitmaps, checkpoints, backups, transaction, nodes),
- *                each command documented beside its table entry;
- *                actions.h: how every change runs at one instant
- *   3 features/  pull backups (lifecycle, export registry)
+ *                (bitmaps, checkpoints, backups, jobs, transaction,
+ *                nodes), each command and argument documented in its
+ *                table entry (the same tables feed query-qmp-schema
+ *                and docs/qmp-reference.md); actions.h: how every
+ *                change runs at one instant
+ *   3 features/  pull backups (lifecycle, export registry), push
+ *                backup jobs (drive-backup) and their targets
  *   2 engines/   block-copy (scratch, saved-block map, stripes),
  *                copy-before-write (a node write hook), snapshot-access
  *                (frozen-view reads), the job engine, persistence
  *                (subscribed to txn commits and node events)
  *   1 core/      the generic transaction, the node registry (write
  *                barrier, recording set, write hooks, events), dirty
- *                bitmaps and their operations, the checkpoint chain:
+ *                bitmaps and their operations, the checkpoint chain,
+ *                the resource limits:
  *                no files, no nbdkit calls, no QMP registration, so
  *                it is unit-tested on its own (core/test-*.c)
  *
  * Locks, outermost first: the monitor lock (common/qmp); nodes_lock
  * (core/node.c); the nodes' barriers in list order; backups_lock and a
- * backup's lock (features/pull-backup.c); the job engine's lock
- * (engines/job.c); block-copy's stripes in ascending order; the
+ * backup's lock (features/pull-backup.c), a push group's lock and a
+ * push job's copy-pool lock (features/push-backup.c); the job engine's
+ * lock (engines/job.c); block-copy's stripes in ascending order; the
  * plugin's own locks.
  */
 #ifndef CHECKPOINT_CHECKPOINT_H
