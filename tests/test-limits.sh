@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # The filter's resource limits (man page, LIMITS): bitmaps per disk,
-# checkpoints, active backups and connections to backup exports.  For
+# checkpoints, active backups, connections to backup exports and push
+# backup jobs (max-jobs).  For
 # each: set low, hit it, get the error that names the limit, find
 # nothing half-made (no bitmap, checkpoint, backup, export or file
 # descriptor left behind, the whole transaction undone), then go below
@@ -221,10 +222,47 @@ finish()
 EOF
 
 # ---- bad values stop nbdkit at start-up ----
-for v in max-backups=0 max-checkpoints=1000001 max-bitmaps-per-disk=x \
+for v in max-backups=0 max-checkpoints=1000001 max-bitmaps-per-disk=x max-jobs=0 \
          max-backup-connections=-1; do
     ! nbdkit -f -U "$tmp/bad.sock" --filter="$FILTER" "$PLUGIN" \
       disk=sda:"$tmp/sda.img" "$v" > "$tmp/bad.log" 2>&1 ||
         fail "nbdkit started with $v"
     assert_grep "${v%%=*}" "$tmp/bad.log"
 done
+
+# ---- max-jobs: push backup jobs that exist at once ----
+truncate -s 64M "$tmp/big.img"
+start_nbdkit jobs --filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/big.img" \
+             qmp="$tmp/j.sock" max-jobs=1
+$PY - "$tmp/j.sock" "$tmp" <<'EOF2'
+import os, time
+from testlib import *
+qsock, tmp = script_args(str, str)
+with connect(qsock) as m:
+    qio(uri(qsock.replace("j.sock", "jobs.sock"), "sda"), "write -P 1 0 32M")
+    # Slow (1 MiB/s): it is still running while the second is refused.
+    m.command("drive-backup", {"job-id": "j1", "device": "sda", "sync": "full",
+                               "speed": 1 << 20, "target": tmp + "/t1.img"})
+    expect_error(m, "drive-backup",
+                 {"job-id": "j2", "device": "sda", "sync": "full",
+                  "target": tmp + "/t2.img"},
+                 contains="1 jobs exist, the limit (max-jobs=1)")
+    check(not os.path.exists(tmp + "/t2.img"), "the refused job's target")
+    check([j["id"] for j in m.command("query-jobs")] == ["j1"], "jobs")
+    m.command("job-cancel", {"id": "j1"})
+    for _ in range(500):
+        if m.command("query-jobs") == []:
+            break
+        time.sleep(0.02)
+    check(m.command("query-jobs") == [], "j1 gone after its cancel")
+    # Below the limit again: the next job starts and completes.
+    m.command("drive-backup", {"job-id": "j3", "device": "sda", "sync": "full",
+                               "target": tmp + "/t3.img"})
+    for _ in range(1000):
+        if m.command("query-jobs") == []:
+            break
+        time.sleep(0.02)
+    check(m.command("query-jobs") == [], "j3 done")
+    check(open(tmp + "/t3.img", "rb").read(1 << 20) == b"\x01" * (1 << 20),
+          "j3's target holds the disk")
+EOF2

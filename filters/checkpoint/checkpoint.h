@@ -59,6 +59,7 @@ extern int lifecycle_config (const char *key, const char *value);
   "max-checkpoints=<N>  Checkpoints (default 1024).\n" \
   "max-backups=<N>      Active backups at once (default 16).\n" \
   "max-backup-connections=<N> NBD connections to all backup exports\n" \
+  "max-jobs=<N>         Push backup jobs that exist at once (16).\n" \
   "                     (default 64)."
 /* Before the plugin's .config_complete. */
 extern int lifecycle_config_complete (void);

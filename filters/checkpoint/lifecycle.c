@@ -99,6 +99,8 @@ lifecycle_config (const char *key, const char *value)
     return set_limit (&limits.checkpoints, key, value);
   if (strcmp (key, "max-backups") == 0)
     return set_limit (&limits.backups, key, value);
+  if (strcmp (key, "max-jobs") == 0)
+    return set_limit (&limits.jobs, key, value);
   if (strcmp (key, "max-backup-connections") == 0)
     return set_limit (&limits.backup_connections, key, value);
   if (strcmp (key, "node-name") == 0) {

@@ -10,4 +10,5 @@ struct checkpoint_limits limits = {
   .checkpoints = LIMIT_CHECKPOINTS,
   .backups = LIMIT_BACKUPS,
   .backup_connections = LIMIT_BACKUP_CONNECTIONS,
+  .jobs = LIMIT_JOBS,
 };

@@ -14,12 +14,14 @@ struct checkpoint_limits {
   unsigned checkpoints;         /* checkpoints_create (checkpoint-chain.c) */
   unsigned backups;             /* backup_begin (features/pull-backup.c) */
   unsigned backup_connections;  /* backup_export_open, all exports */
+  unsigned jobs;                /* push_backup_create (push-backup.c) */
 };
 
 #define LIMIT_BITMAPS_PER_DISK 1024
 #define LIMIT_CHECKPOINTS 1024
 #define LIMIT_BACKUPS 16
 #define LIMIT_BACKUP_CONNECTIONS 64
+#define LIMIT_JOBS 16
 /* The largest value a parameter may take (keeps counts in unsigned). */
 #define LIMIT_MAX 1000000
 

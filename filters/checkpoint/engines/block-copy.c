@@ -11,6 +11,7 @@
  */
 #include <config.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <sys/resource.h>
 
 #include "cleanup.h"
 #include "rounding.h"
@@ -406,4 +408,44 @@ uint64_t
 block_copy_copied_bytes (const struct block_copy *bc)
 {
   return __atomic_load_n (&bc->copied_bytes, __ATOMIC_RELAXED);
+}
+
+static long
+open_fds (void)
+{
+  DIR *d = opendir ("/proc/self/fd");
+  long n = -1;                  /* the directory's own */
+
+  if (d == NULL)
+    return -1;
+  while (readdir (d))
+    n++;
+  closedir (d);
+  return n - 2;                 /* "." and ".." */
+}
+
+/* Refusing up front beats failing later: a backup that took the last
+ * descriptors would leave none to save state with or to end it by.
+ */
+int
+block_copy_fd_budget (size_t nr, unsigned extra, const char *what,
+                      struct qmp_error *err)
+{
+  struct rlimit rl;
+  long used = open_fds ();
+  unsigned long need = nr * BLOCK_COPY_FDS + extra;
+
+  if (used < 0 || getrlimit (RLIMIT_NOFILE, &rl) == -1 ||
+      rl.rlim_cur == RLIM_INFINITY)
+    return 0;
+  if (used + need + BLOCK_COPY_FDS_RESERVED > rl.rlim_cur) {
+    qmp_error (err, "Cannot %s of %zu disk(s): it needs %lu file "
+               "descriptors (%d per disk) and %lu of the limit of %lu are "
+               "in use, %d kept free (raise ulimit -n, or end other "
+               "backups)", what, nr, need, BLOCK_COPY_FDS,
+               (unsigned long) used, (unsigned long) rl.rlim_cur,
+               BLOCK_COPY_FDS_RESERVED);
+    return -1;
+  }
+  return 0;
 }

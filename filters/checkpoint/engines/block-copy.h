@@ -79,6 +79,16 @@ extern bool block_copy_is_saved (const struct block_copy *bc,
 extern uint64_t block_copy_saved_run_end (const struct block_copy *bc,
                                           uint64_t pos, uint64_t end);
 
+/* Is there room for NR more block_copys and EXTRA more descriptors
+ * under nbdkit's descriptor limit (ulimit -n), leaving
+ * BLOCK_COPY_FDS_RESERVED free for everything else (saving state, new
+ * connections, the plugin)?  -1 with *ERR saying the budget ("Cannot
+ * WHAT: ...") if not.
+ */
+#define BLOCK_COPY_FDS_RESERVED 64
+extern int block_copy_fd_budget (size_t nr, unsigned extra, const char *what,
+                                 struct qmp_error *err);
+
 /* Bytes copied to scratch so far. */
 extern uint64_t block_copy_copied_bytes (const struct block_copy *bc);
 

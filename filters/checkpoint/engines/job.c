@@ -134,6 +134,18 @@ jobs_find (const char *id)
   return NULL;
 }
 
+unsigned
+jobs_count (void)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&job_lock);
+  struct job *j;
+  unsigned n = 0;
+
+  for (j = jobs; j; j = j->next)
+    n++;
+  return n;
+}
+
 struct job *
 jobs_first (void)
 {

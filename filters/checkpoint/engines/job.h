@@ -107,6 +107,8 @@ extern int job_create (struct job *job, const struct job_driver *driver,
 extern int job_start (struct job *job, struct qmp_error *err);
 
 extern struct job *jobs_find (const char *id);
+/* Jobs that exist (not yet null). */
+extern unsigned jobs_count (void);
 extern struct job *jobs_first (void);           /* oldest first */
 
 /* The verbs (host lock held); -1 with QEMU's error text. */

@@ -4,12 +4,10 @@
 /* Pull backups: lifecycle and the export registry (see pull-backup.h). */
 #include <config.h>
 
-#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "cleanup.h"
 #include "bitmap.h"
@@ -430,51 +428,6 @@ count_backups (void)
   return nr;
 }
 
-/* Descriptors kept free for everything else: saving the state
- * directory, new NBD and QMP connections, the plugin's own.
- */
-#define FDS_RESERVED 64
-
-static long
-open_fds (void)
-{
-  DIR *d = opendir ("/proc/self/fd");
-  long n = -1;                  /* the directory's own */
-
-  if (d == NULL)
-    return -1;
-  while (readdir (d))
-    n++;
-  closedir (d);
-  return n - 2;                 /* "." and ".." */
-}
-
-/* A backup holds BLOCK_COPY_FDS descriptors per disk until it ends:
- * refuse one that would leave too few for the rest (then nothing could
- * be saved, nor a client served), saying what the budget is.
- */
-static int
-check_fd_budget (size_t nr_disks, struct qmp_error *err)
-{
-  struct rlimit rl;
-  long used = open_fds ();
-  unsigned long need = nr_disks * BLOCK_COPY_FDS;
-
-  if (used < 0 || getrlimit (RLIMIT_NOFILE, &rl) == -1 ||
-      rl.rlim_cur == RLIM_INFINITY)
-    return 0;
-  if (used + need + FDS_RESERVED > rl.rlim_cur) {
-    qmp_error (err, "Cannot begin a backup of %zu disk(s): it needs %lu "
-               "file descriptors (%d per disk) and %lu of the limit of %lu "
-               "are in use, %d kept free (raise ulimit -n, or end other "
-               "backups)", nr_disks, need, BLOCK_COPY_FDS,
-               (unsigned long) used, (unsigned long) rl.rlim_cur,
-               FDS_RESERVED);
-    return -1;
-  }
-  return 0;
-}
-
 struct backup *
 backup_begin (struct txn *t, const struct backup_spec *spec,
               struct qmp_error *err)
@@ -492,7 +445,7 @@ backup_begin (struct txn *t, const struct backup_spec *spec,
                limits.backups);
     return NULL;
   }
-  if (check_fd_budget (nr, err) == -1)
+  if (block_copy_fd_budget (nr, 0, "begin a backup", err) == -1)
     return NULL;
   b = backup_new (spec, nr, err);
   if (b == NULL)

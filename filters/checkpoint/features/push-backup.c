@@ -16,6 +16,7 @@
 #include "rounding.h"
 #include "bitmap.h"
 #include "core/bitmap-ops.h"
+#include "core/limits.h"
 #include "engines/cbw.h"
 #include "engines/snapshot-access.h"
 #include "features/push-backup.h"
@@ -945,6 +946,15 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
     qmp_error (err, "Push backups are not available before the disks are");
     return -1;
   }
+  if (jobs_count () >= limits.jobs) {
+    qmp_error (err, "Cannot start a job: %u jobs exist, the limit "
+               "(max-jobs=%u); let one end (or dismiss it) first",
+               jobs_count (), limits.jobs);
+    return -1;
+  }
+  /* Its scratch, and the target's descriptor. */
+  if (block_copy_fd_budget (1, 1, "start a backup job", err) == -1)
+    return -1;
   if ((p = calloc (1, sizeof *p)) == NULL) {
     qmp_error (err, "out of memory");
     return -1;
