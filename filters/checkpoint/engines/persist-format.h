@@ -10,7 +10,7 @@
 #include <stdbool.h>
 
 #include "qmp.h"
-#include "engines/persist.h"
+#include "engines/crash-safety.h"
 #include "core/node.h"
 
 /* File kinds (the header's kind field of common/state). */

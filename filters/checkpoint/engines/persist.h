@@ -45,8 +45,7 @@
 #ifndef CHECKPOINT_ENGINES_PERSIST_H
 #define CHECKPOINT_ENGINES_PERSIST_H
 
-enum crash_safety { CRASH_SAFETY_NONE, CRASH_SAFETY_PROCESS,
-                    CRASH_SAFETY_POWER };
+#include "engines/crash-safety.h"
 
 /* Open DIR and subscribe; before the nodes are added. */
 extern int persist_start (const char *dir, enum crash_safety mode);
