@@ -221,6 +221,7 @@ undo_remove (void *p)
   struct bitmap_undo *u = p;
 
   u->d->users--;
+  u->d->removing = false;
 }
 
 static void
@@ -245,6 +246,7 @@ bitmaps_remove (struct txn *t, struct node *n, struct dirty_bitmap *d,
   if (u == NULL)
     return out_of_memory (err);
   d->users++;
+  d->removing = true;
   return txn_add (t, &remove_ops, u) == -1 ? out_of_memory (err) : 0;
 }
 

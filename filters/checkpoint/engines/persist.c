@@ -122,12 +122,23 @@ node_resized (struct node *n)
   pthread_rwlock_unlock (&n->barrier);
 }
 
+static void remove_stale_bits (struct node *n);
+
+/* Saved cleanly and durably: the journal is no longer needed. */
+static void
+save_clean (struct node *n)
+{
+  if (persist_save_node (n, true, true) == 0 && mode != CRASH_SAFETY_NONE) {
+    journal_remove (state_dir, n->name);
+    remove_stale_bits (n);
+  }
+  forget_journal (n);
+}
+
 static void
 node_removing (struct node *n)
 {
-  if (persist_save_node (n, true, true) == 0 && mode != CRASH_SAFETY_NONE)
-    journal_remove (state_dir, n->name);
-  forget_journal (n);
+  save_clean (n);
 }
 
 static const struct node_events node_events = {
@@ -270,8 +281,10 @@ persist_save_node (struct node *n, bool clean, bool durable)
 
   if (name == NULL)
     return -1;
+  /* One that a committing txn removes is not kept (see txn_prepare). */
   for (d = n->bitmaps; d; d = d->next)
-    if (d->persistent && dirty_bitmap_ptrs_insert (&list, d, 0) == -1) {
+    if (d->persistent && !d->removing &&
+        dirty_bitmap_ptrs_insert (&list, d, 0) == -1) {
       dirty_bitmap_ptrs_reset (&list);
       return -1;
     }
@@ -313,7 +326,7 @@ recording_names (struct node *n, size_t *nr)
     return NULL;
   i = 0;
   for (d = n->bitmaps; d; d = d->next)
-    if (d->persistent && dirty_bitmap_records (d))
+    if (d->persistent && !d->removing && dirty_bitmap_records (d))
       v[i++] = d->name;
   *nr = i;
   return v;
@@ -341,14 +354,14 @@ persist_sync_node (struct node *n, bool durable_node)
    */
   restart = !journal_covers (j, (char **) names, nr);
   for (d = n->bitmaps; d; d = d->next)
-    if (d->persistent && dirty_bitmap_records (d) &&
+    if (d->persistent && !d->removing && dirty_bitmap_records (d) &&
         d->version != d->saved_version)
       restart = true;
   /* The bits first: the journal and node file rely on them.  The
    * position is unused with stable names.
    */
   for (d = n->bitmaps, i = 0; d; d = d->next, i++)
-    if (d->persistent && !d->inconsistent &&
+    if (d->persistent && !d->inconsistent && !d->removing &&
         ((restart && dirty_bitmap_records (d)) ||
          d->version != d->saved_version) &&
         !save_bits (n, i, d, power))
@@ -456,15 +469,8 @@ persist_save_all (void)
   if (!state_dir)
     return;
   save_checkpoints (true);
-  for (n = nodes_list (); n; n = n->next) {
-    if (persist_save_node (n, true, true) == -1 ||
-        mode == CRASH_SAFETY_NONE)
-      continue;
-    /* Clean and durable: the journal is no longer needed. */
-    journal_remove (state_dir, n->name);
-    remove_stale_bits (n);
-    forget_journal (n);
-  }
+  for (n = nodes_list (); n; n = n->next)
+    save_clean (n);
 }
 
 static int
