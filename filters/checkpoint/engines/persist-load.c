@@ -155,6 +155,9 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i,
   }
   if (!d->recording || d->inconsistent)
     bitmap_compact (d->bm);
+  /* Its file holds exactly these bits (persist_attach_node). */
+  d->saved_version = (flags & F_STABLE_NAME) && !covered &&
+    !d->inconsistent ? 1 : 0;
   return d;
 }
 

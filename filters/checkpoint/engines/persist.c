@@ -69,7 +69,9 @@ forget_journal (struct node *n)
     if ((*pp)->node == n) {
       nj = *pp;
       *pp = nj->next;
+      pthread_rwlock_wrlock (&n->barrier);
       node_set_mark_observer (n, NULL, NULL);
+      pthread_rwlock_unlock (&n->barrier);
       journal_free (nj->j);
       free (nj);
       return;
@@ -397,13 +399,13 @@ persist_attach_node (struct node *n)
   nj->node = n;
   nj->next = journals;
   journals = nj;
-  /* Loaded bits may come from positional files or a journal: save them
-   * all under stable names before the new journal starts.
+  /* Bits loaded from positional files or with a journal replayed are
+   * not saved as they are (persist-load.c leaves those with
+   * saved_version 0): save them under stable names before the new
+   * journal starts.
    */
-  for (d = n->bitmaps; d; d = d->next) {
+  for (d = n->bitmaps; d; d = d->next)
     d->version = 1;
-    d->saved_version = 0;
-  }
   pthread_rwlock_wrlock (&n->barrier);
   r = persist_sync_node (n, true);
   pthread_rwlock_unlock (&n->barrier);
