@@ -33,6 +33,8 @@ struct journal {
   bool power;
   char **names;
   size_t nr_names;
+  char *path;                   /* of the started journal */
+  bool broken;                  /* journal_break: appends do nothing */
   /* Group commit (power): records appended and records synced. */
   pthread_mutex_t lock;
   pthread_cond_t synced_cond;
@@ -72,6 +74,7 @@ journal_free (struct journal *j)
   if (j->fd >= 0)
     close (j->fd);
   free_names (j->names, j->nr_names);
+  free (j->path);
   pthread_mutex_destroy (&j->lock);
   pthread_cond_destroy (&j->synced_cond);
   free (j);
@@ -219,7 +222,7 @@ journal_start (struct journal *j, const char *dir, const char *node,
                char **names, size_t nr)
 {
   CLEANUP_FREE char *tmp = path_of (dir, ".", node, ".tmp.journal");
-  CLEANUP_FREE char *path = path_of (dir, "", node, "");
+  char *path = path_of (dir, "", node, "");
   struct state_buf hdr = STATE_BUF_INIT;
   char **copy = NULL;
   size_t i;
@@ -251,10 +254,13 @@ journal_start (struct journal *j, const char *dir, const char *node,
   if (j->fd >= 0)
     close (j->fd);
   free_names (j->names, j->nr_names);
+  free (j->path);
   j->fd = fd;
+  j->path = path;
   j->names = copy;
   j->nr_names = nr;
   j->appended = j->synced = 0;
+  j->broken = false;
   return 0;
 
  error:
@@ -263,6 +269,7 @@ journal_start (struct journal *j, const char *dir, const char *node,
     close (fd);
   if (copy)
     free_names (copy, nr);
+  free (path);
   state_buf_free (&hdr);
   errno = saved;
   return -1;
@@ -303,6 +310,8 @@ journal_append (void *opaque, uint64_t offset, uint64_t len)
   uint64_t seq;
   int ret;
 
+  if (__atomic_load_n (&j->broken, __ATOMIC_ACQUIRE))
+    return 0;
   put_le64 (rec, offset);
   put_le64 (rec + 8, len);
   put_le64 (rec + 16, record_check (offset, len));
@@ -322,6 +331,30 @@ journal_append (void *opaque, uint64_t offset, uint64_t len)
   ret = group_sync (j, seq);
   pthread_mutex_unlock (&j->lock);
   return ret;
+}
+
+int
+journal_break (struct journal *j)
+{
+  int r = 0;
+
+  pthread_mutex_lock (&j->lock);
+  if (!j->broken) {
+    if (unlink (j->path) == -1 && errno != ENOENT)
+      r = -1;
+    else {
+      __atomic_store_n (&j->broken, true, __ATOMIC_RELEASE);
+      r = 1;
+    }
+  }
+  pthread_mutex_unlock (&j->lock);
+  return r;
+}
+
+bool
+journal_broken (struct journal *j)
+{
+  return __atomic_load_n (&j->broken, __ATOMIC_ACQUIRE);
 }
 
 int

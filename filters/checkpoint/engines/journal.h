@@ -43,6 +43,13 @@ extern int journal_start (struct journal *j, const char *dir,
                           const char *node, char **names, size_t nr);
 /* Record [OFFSET, OFFSET+LEN): a node_mark_observer_fn. */
 extern int journal_append (void *j, uint64_t offset, uint64_t len);
+/* After an append failed (a full state disk): remove the file, so that
+ * a crash finds no journal and the bitmaps load inconsistent, and make
+ * further appends no-ops until the next journal_start.  True the first
+ * time (to log it once); -1 with errno if the file cannot be removed.
+ */
+extern int journal_break (struct journal *j);
+extern bool journal_broken (struct journal *j);
 /* Remove DIR/journal.NODE (after a clean save). */
 extern int journal_remove (const char *dir, const char *node);
 

@@ -311,6 +311,36 @@ persist_save_node (struct node *n, bool clean, bool durable)
   return r;
 }
 
+/* The mark observer.  A record that cannot be written (a full state
+ * disk) does not fail the guest's write: the journal is removed, so
+ * that a crash from now on finds none and the bitmaps load as
+ * inconsistent, and the next save that succeeds starts a new one.
+ */
+static int
+mark (void *opaque, uint64_t offset, uint64_t len)
+{
+  struct journal *j = opaque;
+  int e;
+
+  if (journal_append (j, offset, len) == 0)
+    return 0;
+  e = errno;
+  switch (journal_break (j)) {
+  case 1:
+    nbdkit_error ("checkpoint: writing the journal: %s: it is removed: "
+                  "until the next command that saves the state succeeds, "
+                  "a crash leaves the bitmaps inconsistent", strerror (e));
+    return 0;
+  case 0:
+    return 0;
+  default:
+    nbdkit_error ("checkpoint: writing the journal: %s, and it cannot be "
+                  "removed: %m: failing the write", strerror (e));
+    errno = e;
+    return -1;
+  }
+}
+
 /* The names of N's recording persistent bitmaps, which its journal
  * must cover (a NULL-terminated array; its strings are N's).
  */
@@ -354,7 +384,7 @@ persist_sync_node (struct node *n, bool durable_node)
   /* A new journal when what it covers changed, or their bits did by a
    * command (a clear must not come back from the old journal).
    */
-  restart = !journal_covers (j, (char **) names, nr);
+  restart = !journal_covers (j, (char **) names, nr) || journal_broken (j);
   for (d = n->bitmaps; d; d = d->next)
     if (d->persistent && !d->removing && dirty_bitmap_records (d) &&
         d->version != d->saved_version)
@@ -374,7 +404,7 @@ persist_sync_node (struct node *n, bool durable_node)
                     n->name);
       return -1;
     }
-    node_set_mark_observer (n, journal_append, j);
+    node_set_mark_observer (n, mark, j);
   }
   return persist_save_node (n, false, power || durable_node);
 }

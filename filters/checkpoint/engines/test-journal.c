@@ -124,6 +124,19 @@ test_records (void)
          c.nr_ranges == 1 && c.ranges[0] == 512);
   journal_contents_free (&c);
 
+  /* Broken (an append failed): the file goes, appends do nothing until
+   * a fresh start.
+   */
+  CHECK (journal_break (j) == 1 && journal_broken (j));
+  CHECK (journal_break (j) == 0);
+  CHECK (journal_append (j, 0, 1) == 0);
+  CHECK (journal_read (dir, "d0", &c) == JOURNAL_MISSING);
+  journal_contents_free (&c);
+  CHECK (journal_start (j, dir, "d0", names, 2) == 0 && !journal_broken (j));
+  CHECK (journal_append (j, 0, 1) == 0);
+  CHECK (journal_read (dir, "d0", &c) == JOURNAL_OK && c.nr_ranges == 1);
+  journal_contents_free (&c);
+
   journal_free (j);
   CHECK (journal_remove (dir, "d0") == 0);
   CHECK (journal_read (dir, "d0", &c) == JOURNAL_MISSING);
