@@ -32,6 +32,8 @@ struct load_ctx {
    */
   bool journal_ok;
   struct journal_contents jc;
+  /* A checkpoint's bitmap whose checkpoint is gone was found. */
+  bool orphan;
 };
 
 /* The bits of bitmap I, called BITMAP, or NULL if they cannot be
@@ -104,7 +106,7 @@ recoverable (struct node *n, const struct load_ctx *ctx, const char *name,
  */
 static struct dirty_bitmap *
 load_entry (struct node *n, struct state_reader *r, uint32_t i,
-            const struct load_ctx *ctx)
+            struct load_ctx *ctx)
 {
   bool covered = false, clean = ctx->clean;
   CLEANUP_FREE char *name = NULL;
@@ -135,6 +137,7 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i,
   if (d->checkpoint && checkpoints_find (d->name) == NULL) {
     d->checkpoint = false;
     d->inconsistent = true;
+    ctx->orphan = true;
   }
   if (!d->inconsistent)
     d->bm = load_bits (n, i, d->name, granularity, flags & F_STABLE_NAME);
@@ -199,7 +202,7 @@ drop_bitmaps (struct node *n)
 /* Link the loaded bitmaps, oldest first, so the newest ends up first. */
 static int
 load_entries (struct node *n, struct state_reader *r, uint32_t nr,
-              const struct load_ctx *ctx)
+              struct load_ctx *ctx)
 {
   struct dirty_bitmap *d;
   uint32_t i;
@@ -249,6 +252,29 @@ stand_in_lost_bitmaps (struct node *n, const char *cause)
                   "next backup of '%s' from it must be a full one)",
                   c->name, n->name, cause, n->name);
   }
+  node_update_recording (n);
+}
+
+/* After a crash, a checkpoint's bitmap without its checkpoint means a
+ * checkpoint-delete (or a damaged checkpoints file) was cut short
+ * between the checkpoints file and this node's files: its bits may not
+ * have reached the parent's saved bits.  Until metadata is crash-atomic
+ * (TODO), none of the node's checkpoints can be trusted.
+ */
+static void
+distrust_checkpoints (struct node *n)
+{
+  struct dirty_bitmap *d;
+
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->checkpoint && !d->inconsistent) {
+      d->inconsistent = true;
+      bitmap_compact (d->bm);
+      nbdkit_error ("checkpoint: checkpoint '%s' on node '%s': a change "
+                    "of the checkpoints was cut short by a crash: its "
+                    "bitmap is inconsistent from now on (the next backup "
+                    "from it must be a full one)", d->name, n->name);
+    }
   node_update_recording (n);
 }
 
@@ -334,6 +360,8 @@ read_node_file (struct node *n, const char *name, const char **cause,
     read_journal (n, &ctx);
   ret = r.err ? -1 : load_entries (n, &r, nr, &ctx);
   journal_contents_free (&ctx.jc);
+  if (ret == 0 && ctx.orphan && !clean)
+    distrust_checkpoints (n);
   if (ret == -1 ||
       state_get_u8 (&r, &clean) == -1 || state_reader_end (&r) == -1) {
     drop_bitmaps (n);
