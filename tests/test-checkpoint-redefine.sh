@@ -11,7 +11,7 @@
 # action (rolled back by abort); every refusal, each leaving the state
 # as it was; and after a clean restart the redefined checkpoints are
 # still there and still exact.  After kill -9 a persistent bitmap
-# loads inconsistent, and then REDEFINE refuses it.
+# loads inconsistent (crash-safety=none), and then REDEFINE refuses it.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 set -e
 set -x
@@ -26,7 +26,8 @@ tmpdir
 S=$(( 16 * 65536 + 12288 ))
 truncate -s $S "$tmp/a.img" "$tmp/b.img"
 args=(--filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/a.img"
-      disk=sdb:"$tmp/b.img" qmp="$tmp/q.qmp" state="$tmp/state")
+      disk=sdb:"$tmp/b.img" qmp="$tmp/q.qmp" state="$tmp/state"
+      crash-safety=none)
 
 py ()
 {

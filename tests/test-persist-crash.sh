@@ -22,6 +22,8 @@
 # - over qmpdisk: quit, restart without the hot-added disk, then
 #   blockdev-add of the same node name finds its bitmaps and its share
 #   of the checkpoint again (a file of another size is refused).
+# Under crash-safety=none (state saved at clean shutdown only, bits
+# files named by position); test-crash-safety.sh covers the default.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 set -e
 set -x
@@ -34,7 +36,7 @@ tmpdir
 S=$(( 2 * 1024 * 1024 + 512 ))
 truncate -s $S "$tmp/d0.img"
 args=(--filter="$FILTER" file "$tmp/d0.img" node-name=d0
-      qmp="$tmp/q.qmp" state="$tmp/state")
+      qmp="$tmp/q.qmp" state="$tmp/state" crash-safety=none)
 
 py ()
 {
@@ -217,7 +219,7 @@ truncate -s 4M "$tmp/a.img"
 truncate -s $SB "$tmp/b.img"
 truncate -s $(( SB + 512 )) "$tmp/b2.img"
 qargs=(--filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/a.img"
-       qmp="$tmp/qd.qmp" state="$tmp/qstate")
+       qmp="$tmp/qd.qmp" state="$tmp/qstate" crash-safety=none)
 start_nbdkit h1 "${qargs[@]}"
 $PY - "$tmp" "$sock" $SB <<'EOF'
 import json
@@ -288,7 +290,7 @@ EOF
 # ---- a corrupted middle checkpoint bitmap ----
 truncate -s 1M "$tmp/m.img"
 margs=(--filter="$FILTER" file "$tmp/m.img" node-name=d1
-       qmp="$tmp/mq.qmp" state="$tmp/mstate")
+       qmp="$tmp/mq.qmp" state="$tmp/mstate" crash-safety=none)
 start_nbdkit m1 "${margs[@]}"
 $PY - "$tmp" "$sock" <<'EOF'
 from testlib import *

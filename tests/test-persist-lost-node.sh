@@ -9,6 +9,8 @@
 #   still works;
 # - bitmap.sdb.0 damaged: the log names the bitmap and its node and
 #   says it is inconsistent; sdb's other bitmap is intact.
+# Under crash-safety=none (state saved at clean shutdown only, bits
+# files named by position); test-crash-safety.sh covers the default.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 set -e
 set -x
@@ -21,7 +23,8 @@ tmpdir
 truncate -s 8M "$tmp/a.img" "$tmp/b.img"
 run () {
     start_nbdkit "kit$1" --filter="$FILTER" "$PLUGIN" disk=sda:"$tmp/a.img" \
-                 disk=sdb:"$tmp/b.img" qmp="$tmp/q.qmp" state="$tmp/state"
+                 disk=sdb:"$tmp/b.img" qmp="$tmp/q.qmp" state="$tmp/state" \
+                 crash-safety=none
 }
 run 1
 $QMP "$tmp/q.qmp" checkpoint-create '{"name": "c1"}' > /dev/null

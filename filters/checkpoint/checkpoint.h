@@ -54,6 +54,8 @@ extern int lifecycle_config (const char *key, const char *value);
   QMP_SERVER_CONFIG_HELP "\n" \
   "state=<DIR>          Keep bitmaps and checkpoints in this directory.\n" \
   "scratch=<DIR>        Put backups' scratch files here (default: state=).\n" \
+  "crash-safety=process|power|none  What state= bitmaps survive (default:\n" \
+  "                     process: a kill -9 of nbdkit).\n" \
   "node-name=<NAME>     Node name of a single-export plugin's disk.\n" \
   "max-bitmaps-per-disk=<N> Bitmaps per disk (default 1024).\n" \
   "max-checkpoints=<N>  Checkpoints (default 1024).\n" \

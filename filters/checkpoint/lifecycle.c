@@ -27,6 +27,7 @@ static char *qmp_path;          /* qmp= */
 static char *state_dir;         /* state= */
 static char *scratch_dir;       /* scratch= */
 static const char *single_node_name = "disk";   /* node-name= */
+static enum crash_safety crash_safety = CRASH_SAFETY_PROCESS;
 /* The qmpdisk plugin's disks; NULL over any other plugin. */
 static const struct qmp_disk_services *disk_services;
 
@@ -103,6 +104,20 @@ lifecycle_config (const char *key, const char *value)
     return set_limit (&limits.jobs, key, value);
   if (strcmp (key, "max-backup-connections") == 0)
     return set_limit (&limits.backup_connections, key, value);
+  if (strcmp (key, "crash-safety") == 0) {
+    if (strcmp (value, "process") == 0)
+      crash_safety = CRASH_SAFETY_PROCESS;
+    else if (strcmp (value, "power") == 0)
+      crash_safety = CRASH_SAFETY_POWER;
+    else if (strcmp (value, "none") == 0)
+      crash_safety = CRASH_SAFETY_NONE;
+    else {
+      nbdkit_error ("checkpoint: crash-safety=%s: expected process, power "
+                    "or none", value);
+      return -1;
+    }
+    return 0;
+  }
   if (strcmp (key, "node-name") == 0) {
     if (!valid_node_name (value)) {
       nbdkit_error ("checkpoint: invalid node-name '%s': a letter, then "
@@ -199,7 +214,7 @@ lifecycle_config_complete (void)
     qmp_lock, qmp_unlock, qmp_emit_event,
   };
 
-  if (state_dir && persist_start (state_dir) == -1)
+  if (state_dir && persist_start (state_dir, crash_safety) == -1)
     return -1;
   backups_set_scratch_dir (scratch_dir ? scratch_dir : state_dir);
   push_backups_set_scratch_dir (scratch_dir ? scratch_dir : state_dir);

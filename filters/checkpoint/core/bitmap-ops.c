@@ -197,6 +197,7 @@ bitmaps_add (struct txn *t, struct node *n, const char *name,
   }
   d->persistent = persistent;
   d->recording = !disabled;
+  d->version = 1;               /* never saved */
   /* Room in the recording set first: updating it never fails. */
   if ((u = undo_new (n, d)) == NULL || node_reserve_recording (n, 1) == -1) {
     free (u);
@@ -220,6 +221,7 @@ undo_remove (void *p)
   struct bitmap_undo *u = p;
 
   u->d->users--;
+  u->d->removing = false;
 }
 
 static void
@@ -244,6 +246,7 @@ bitmaps_remove (struct txn *t, struct node *n, struct dirty_bitmap *d,
   if (u == NULL)
     return out_of_memory (err);
   d->users++;
+  d->removing = true;
   return txn_add (t, &remove_ops, u) == -1 ? out_of_memory (err) : 0;
 }
 
@@ -284,6 +287,7 @@ undo_swap (void *p)
 
   u->d->bm = u->old;
   u->old = tmp;
+  u->d->version++;
   node_update_recording (u->node);
 }
 
@@ -312,6 +316,7 @@ swap_in (struct txn *t, struct node *n, struct dirty_bitmap *d,
   }
   u->old = d->bm;
   d->bm = bm;
+  d->version++;
   node_update_recording (n);
   return txn_add (t, &swap_ops, u) == -1 ? out_of_memory (err) : 0;
 }
@@ -347,6 +352,7 @@ undo_recording (void *p)
   struct bitmap_undo *u = p;
 
   u->d->recording = !u->d->recording;
+  u->d->version++;
   node_update_recording (u->node);
 }
 
@@ -365,6 +371,7 @@ bitmaps_set_recording (struct txn *t, struct node *n,
   if ((u = undo_new (n, d)) == NULL)
     return out_of_memory (err);
   d->recording = on;
+  d->version++;
   node_update_recording (n);
   /* A bitmap that stops recording only gets read: make it small. */
   if (!on)

@@ -25,6 +25,13 @@ struct dirty_bitmap {
   bool inconsistent;            /* not saved cleanly: unusable */
   bool checkpoint;              /* the bitmap of the checkpoint of its name */
   unsigned users;               /* backups and jobs reading it */
+  bool removing;                /* removed when its txn commits */
+  /* Bumped by every change of the bits other than guest writes (and
+   * their undo), so that persistence saves only what changed; it keeps
+   * the version it saved last in saved_version.
+   */
+  uint64_t version;
+  uint64_t saved_version;
 };
 
 /* Busy bitmaps refuse the low-level commands. */

@@ -235,12 +235,27 @@ node_update_recording (struct node *n)
 {
   struct dirty_bitmap *d;
 
+  /* Persistent ones first: the mark observer looks only at those. */
   n->recording.len = 0;
   for (d = n->bitmaps; d; d = d->next)
-    if (dirty_bitmap_records (d)) {
+    if (dirty_bitmap_records (d) && d->persistent) {
       assert (n->recording.len < n->recording.cap);
       n->recording.ptr[n->recording.len++] = d->bm;
     }
+  n->nr_persistent = n->recording.len;
+  for (d = n->bitmaps; d; d = d->next)
+    if (dirty_bitmap_records (d) && !d->persistent) {
+      assert (n->recording.len < n->recording.cap);
+      n->recording.ptr[n->recording.len++] = d->bm;
+    }
+}
+
+void
+node_set_mark_observer (struct node *n, node_mark_observer_fn fn,
+                        void *opaque)
+{
+  n->observer = fn;
+  n->observer_opaque = opaque;
 }
 
 int
@@ -268,6 +283,18 @@ node_write_begin (struct node *n, uint64_t offset, uint64_t len)
   size_t i;
 
   pthread_rwlock_rdlock (&n->barrier);
+  /* The observer hears of the range before any of its bits is set, so
+   * a concurrent write that finds them set knows it was recorded.
+   */
+  if (n->observer)
+    for (i = 0; i < n->nr_persistent; i++)
+      if (!bitmap_all_dirty (n->recording.ptr[i], offset, len)) {
+        if (n->observer (n->observer_opaque, offset, len) == -1) {
+          pthread_rwlock_unlock (&n->barrier);
+          return -1;
+        }
+        break;
+      }
   for (i = 0; i < n->recording.len; i++)
     if (bitmap_set_range (n->recording.ptr[i], offset, len) == -1) {
       pthread_rwlock_unlock (&n->barrier);

@@ -49,6 +49,15 @@ struct node_write_hook {
   void *opaque;
 };
 
+/* Runs in node_write_begin (barrier held shared) before the bits of
+ * [OFFSET, OFFSET+LEN) are set, when that range has a clean chunk in a
+ * persistent recording bitmap: whoever keeps them records the range
+ * first, so that once a chunk is seen dirty its record exists.  Writes
+ * to chunks already dirty never call it.  -1 with errno fails the write.
+ */
+typedef int (*node_mark_observer_fn) (void *opaque, uint64_t offset,
+                                      uint64_t len);
+
 DEFINE_VECTOR_TYPE (bitmap_ptrs, struct bitmap *);
 DEFINE_VECTOR_TYPE (node_write_hooks, struct node_write_hook);
 
@@ -61,7 +70,10 @@ struct node {
   struct dirty_bitmap *bitmaps;
   /* What writes use, rebuilt or changed under the barrier. */
   bitmap_ptrs recording;        /* room for every bitmap, always */
+  size_t nr_persistent;         /* the first ones of recording */
   node_write_hooks hooks;
+  node_mark_observer_fn observer;
+  void *observer_opaque;
 };
 
 struct node_events {
@@ -108,9 +120,13 @@ extern void node_update_recording (struct node *n);
 extern int node_add_write_hook (struct node *n, node_write_hook_fn fn,
                                 void *opaque);
 extern void node_remove_write_hook (struct node *n, void *opaque);
+/* Barrier held exclusive.  FN NULL: none. */
+extern void node_set_mark_observer (struct node *n, node_mark_observer_fn fn,
+                                    void *opaque);
 
 /* The write path (see above).  node_write_begin: -1 with errno when a
- * bitmap cannot be marked (the barrier is then not held).
+ * bitmap cannot be marked or the mark observer fails (the barrier is
+ * then not held).
  * node_run_write_hooks: -1 with *ERR if a hook fails the write (the
  * barrier is still held: call node_write_end).
  */

@@ -19,15 +19,29 @@
 #include "buffer.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
+#include "engines/journal.h"
 #include "engines/persist.h"
 #include "engines/persist-format.h"
+
+/* What loading a node file knows about how it was left. */
+struct load_ctx {
+  bool clean;                   /* saved cleanly: trust the bits files */
+  /* Not clean: a journal of this boot (or a durable one) was found, so
+   * the bits files with stable names can be trusted, and those it
+   * covers get its ranges too.
+   */
+  bool journal_ok;
+  struct journal_contents jc;
+  /* A checkpoint's bitmap whose checkpoint is gone was found. */
+  bool orphan;
+};
 
 /* The bits of bitmap I, called BITMAP, or NULL if they cannot be
  * trusted (then it is inconsistent, and the log says which and why).
  */
 static struct bitmap *
 load_bits (struct node *n, uint32_t i, const char *bitmap,
-           uint32_t granularity)
+           uint32_t granularity, bool stable)
 {
   CLEANUP_FREE char *name = NULL;
   CLEANUP_FREE void *data = NULL;
@@ -35,7 +49,7 @@ load_bits (struct node *n, uint32_t i, const char *bitmap,
   struct bitmap *bm = NULL;
   size_t len;
 
-  if (asprintf (&name, "bitmap.%s.%u", n->name, i) == -1)
+  if ((name = persist_bits_file (n, bitmap, i, stable)) == NULL)
     return NULL;
   if (state_read (persist_dir (), name, KIND_BITMAP, &data, &len) == -1)
     why = strerror (errno);
@@ -54,10 +68,47 @@ load_bits (struct node *n, uint32_t i, const char *bitmap,
   return bm;
 }
 
-/* One bitmap entry of node.NODE: make it, with its bits when CLEAN. */
-static struct dirty_bitmap *
-load_entry (struct node *n, struct state_reader *r, uint32_t i, bool clean)
+/* The journal's writes into BM; false on ENOMEM. */
+static bool
+replay (struct bitmap *bm, const struct journal_contents *jc)
 {
+  size_t k;
+
+  for (k = 0; k < jc->nr_ranges; k++)
+    if (bitmap_set_range (bm, jc->ranges[2 * k], jc->ranges[2 * k + 1])
+        == -1)
+      return false;
+  return true;
+}
+
+/* After a crash: can entry NAME's bits be had, and from what? */
+static bool
+recoverable (struct node *n, const struct load_ctx *ctx, const char *name,
+             uint8_t flags, bool *covered)
+{
+  *covered = false;
+  if (!ctx->journal_ok || !(flags & F_STABLE_NAME) ||
+      (flags & F_INCONSISTENT))
+    return false;
+  *covered = journal_contents_covers (&ctx->jc, name);
+  if ((flags & F_RECORDING) && !*covered) {
+    nbdkit_error ("checkpoint: bitmap '%s' of node '%s' was recording but "
+                  "the journal does not cover it: it is inconsistent from "
+                  "now on (the next backup from it must be a full one)",
+                  name, n->name);
+    return false;
+  }
+  return true;
+}
+
+/* One bitmap entry of node.NODE: make it, with its bits when they can
+ * be trusted (see struct load_ctx).
+ */
+static struct dirty_bitmap *
+load_entry (struct node *n, struct state_reader *r, uint32_t i,
+            struct load_ctx *ctx)
+{
+  bool covered = false, clean = ctx->clean;
   CLEANUP_FREE char *name = NULL;
   struct dirty_bitmap *d;
   uint32_t granularity = 0;
@@ -77,6 +128,8 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i, bool clean)
   d->persistent = true;
   d->recording = flags & F_RECORDING;
   d->checkpoint = flags & F_CHECKPOINT;
+  if (!clean && recoverable (n, ctx, d->name, flags, &covered))
+    clean = true;
   d->inconsistent = !clean || (flags & F_INCONSISTENT);
   /* A checkpoint's bitmap holds one interval of changes: without its
    * checkpoint (damaged checkpoints file) it means nothing usable.
@@ -84,9 +137,17 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i, bool clean)
   if (d->checkpoint && checkpoints_find (d->name) == NULL) {
     d->checkpoint = false;
     d->inconsistent = true;
+    ctx->orphan = true;
   }
   if (!d->inconsistent)
-    d->bm = load_bits (n, i, d->name, granularity);
+    d->bm = load_bits (n, i, d->name, granularity, flags & F_STABLE_NAME);
+  if (d->bm && covered && !replay (d->bm, &ctx->jc)) {
+    nbdkit_error ("checkpoint: replaying the journal of '%s' into bitmap "
+                  "'%s': %m: it is inconsistent from now on", n->name,
+                  d->name);
+    bitmap_free (d->bm);
+    d->bm = NULL;
+  }
   if (d->bm == NULL) {
     d->inconsistent = true;
     d->bm = bitmap_new (n->size, granularity);
@@ -97,6 +158,9 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i, bool clean)
   }
   if (!d->recording || d->inconsistent)
     bitmap_compact (d->bm);
+  /* Its file holds exactly these bits (persist_attach_node). */
+  d->saved_version = (flags & F_STABLE_NAME) && !covered &&
+    !d->inconsistent ? 1 : 0;
   return d;
 }
 
@@ -138,7 +202,7 @@ drop_bitmaps (struct node *n)
 /* Link the loaded bitmaps, oldest first, so the newest ends up first. */
 static int
 load_entries (struct node *n, struct state_reader *r, uint32_t nr,
-              bool clean)
+              struct load_ctx *ctx)
 {
   struct dirty_bitmap *d;
   uint32_t i;
@@ -146,7 +210,7 @@ load_entries (struct node *n, struct state_reader *r, uint32_t nr,
   if (nr > r->left / 9 || node_reserve_recording (n, nr) == -1)
     return -1;
   for (i = 0; i < nr; i++) {
-    d = load_entry (n, r, i, clean);
+    d = load_entry (n, r, i, ctx);
     if (d == NULL)
       return -1;
     d->next = n->bitmaps;
@@ -191,6 +255,70 @@ stand_in_lost_bitmaps (struct node *n, const char *cause)
   node_update_recording (n);
 }
 
+/* After a crash, a checkpoint's bitmap without its checkpoint means a
+ * checkpoint-delete (or a damaged checkpoints file) was cut short
+ * between the checkpoints file and this node's files: its bits may not
+ * have reached the parent's saved bits.  Until metadata is crash-atomic
+ * (TODO), none of the node's checkpoints can be trusted.
+ */
+static void
+distrust_checkpoints (struct node *n)
+{
+  struct dirty_bitmap *d;
+
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->checkpoint && !d->inconsistent) {
+      d->inconsistent = true;
+      bitmap_compact (d->bm);
+      nbdkit_error ("checkpoint: checkpoint '%s' on node '%s': a change "
+                    "of the checkpoints was cut short by a crash: its "
+                    "bitmap is inconsistent from now on (the next backup "
+                    "from it must be a full one)", d->name, n->name);
+    }
+  node_update_recording (n);
+}
+
+/* Not saved cleanly: what does the journal say? */
+static void
+read_journal (struct node *n, struct load_ctx *ctx)
+{
+  CLEANUP_FREE char *name = NULL;
+
+  switch (journal_read (persist_dir (), n->name, &ctx->jc)) {
+  case JOURNAL_OK:
+    ctx->journal_ok = true;
+    if (ctx->jc.torn)
+      nbdkit_debug ("checkpoint: journal of '%s': dropped a torn last "
+                    "record (%zu bytes)", n->name, ctx->jc.torn);
+    nbdkit_debug ("checkpoint: node '%s' was not shut down cleanly: "
+                  "recovering its bitmaps from their saved bits and %zu "
+                  "journal records", n->name, ctx->jc.nr_ranges);
+    break;
+  case JOURNAL_MISSING:
+    nbdkit_debug ("checkpoint: node '%s' was not shut down cleanly and has "
+                  "no journal (crash-safety=none?)", n->name);
+    break;
+  case JOURNAL_OTHER_BOOT:
+    if (ctx->jc.power) {          /* everything was synced */
+      ctx->journal_ok = true;
+      break;
+    }
+    nbdkit_error ("checkpoint: node '%s' was in use when the host went "
+                  "down (its journal is from another boot): its persistent "
+                  "bitmaps are inconsistent from now on "
+                  "(crash-safety=process survives a crash of nbdkit, not "
+                  "of the host)", n->name);
+    break;
+  case JOURNAL_DAMAGED:
+    nbdkit_error ("checkpoint: %s/journal.%s is damaged (%s): the "
+                  "persistent bitmaps of node '%s' are inconsistent from "
+                  "now on", persist_dir (), n->name, ctx->jc.why, n->name);
+    if (asprintf (&name, "journal.%s", n->name) != -1)
+      persist_set_aside (name);
+    break;
+  }
+}
+
 /* Read node.NODE into N's bitmaps.  0 when done or set aside (CAUSE
  * says what became of a missing or damaged file), -1 to refuse N.
  */
@@ -199,11 +327,13 @@ read_node_file (struct node *n, const char *name, const char **cause,
                 struct qmp_error *err)
 {
   CLEANUP_FREE void *data = NULL;
+  struct load_ctx ctx = { .clean = false };
   struct state_reader r;
   uint64_t size = 0;
   uint32_t nr = 0;
   uint8_t clean = 0;
   size_t len;
+  int ret;
 
   if (state_read (persist_dir (), name, KIND_NODE, &data, &len) == -1) {
     if (errno == ENOENT) {
@@ -225,7 +355,14 @@ read_node_file (struct node *n, const char *name, const char **cause,
   /* The clean flag is the last byte; read it first. */
   if (len > 0)
     clean = ((const uint8_t *) data)[len - 1];
-  if (r.err || load_entries (n, &r, nr, clean) == -1 ||
+  ctx.clean = clean;
+  if (!clean && r.err == 0 && nr > 0)
+    read_journal (n, &ctx);
+  ret = r.err ? -1 : load_entries (n, &r, nr, &ctx);
+  journal_contents_free (&ctx.jc);
+  if (ret == 0 && ctx.orphan && !clean)
+    distrust_checkpoints (n);
+  if (ret == -1 ||
       state_get_u8 (&r, &clean) == -1 || state_reader_end (&r) == -1) {
     drop_bitmaps (n);
     nbdkit_error ("checkpoint: %s/%s is malformed: the node's saved "
@@ -239,7 +376,8 @@ read_node_file (struct node *n, const char *name, const char **cause,
    * cannot be written, the bits cannot be trusted after a crash: say
    * so now.
    */
-  if (clean && persist_save_node (n, false, true) == -1)
+  if (persist_mode () == CRASH_SAFETY_NONE && clean &&
+      persist_save_node (n, false, true) == -1)
     mark_all_inconsistent (n);
   *cause = "its node file does not list it";
   return 0;
@@ -258,5 +396,11 @@ persist_load_node (struct node *n, struct qmp_error *err)
   if (read_node_file (n, name, &cause, err) == -1)
     return -1;
   stand_in_lost_bitmaps (n, cause);
+  /* process, power: saved afresh, in use, with a new journal. */
+  if (persist_attach_node (n) == -1 &&
+      persist_mode () != CRASH_SAFETY_NONE) {
+    mark_all_inconsistent (n);
+    persist_save_node (n, false, true);   /* say so, if it can */
+  }
   return 0;
 }

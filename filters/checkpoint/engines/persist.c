@@ -5,6 +5,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,15 +19,63 @@
 #include "buffer.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
+#include "engines/journal.h"
 #include "engines/persist.h"
 #include "engines/persist-format.h"
 
+#include <gnutls/gnutls.h>
+#include <gnutls/crypto.h>
+
 static const char *state_dir;
+static enum crash_safety mode;
+
+/* Each node's journal (process, power), found by the node. */
+struct node_journal {
+  struct node_journal *next;
+  struct node *node;
+  struct journal *j;
+};
+static struct node_journal *journals;
 
 const char *
 persist_dir (void)
 {
   return state_dir;
+}
+
+enum crash_safety
+persist_mode (void)
+{
+  return mode;
+}
+
+static struct journal *
+journal_of (struct node *n)
+{
+  struct node_journal *nj;
+
+  for (nj = journals; nj; nj = nj->next)
+    if (nj->node == n)
+      return nj->j;
+  return NULL;
+}
+
+static void
+forget_journal (struct node *n)
+{
+  struct node_journal **pp, *nj;
+
+  for (pp = &journals; *pp; pp = &(*pp)->next)
+    if ((*pp)->node == n) {
+      nj = *pp;
+      *pp = nj->next;
+      pthread_rwlock_wrlock (&n->barrier);
+      node_set_mark_observer (n, NULL, NULL);
+      pthread_rwlock_unlock (&n->barrier);
+      journal_free (nj->j);
+      free (nj);
+      return;
+    }
 }
 
 /* Subscriptions: the model tells us what changed. */
@@ -58,13 +107,40 @@ static const struct txn_commit_hook commit_hook = {
 static void
 node_resized (struct node *n)
 {
-  persist_save_metadata ();
+  struct dirty_bitmap *d;
+
+  if (mode == CRASH_SAFETY_NONE) {
+    persist_save_metadata ();
+    return;
+  }
+  /* Every bitmap was resized: save them all, no write in flight. */
+  pthread_rwlock_wrlock (&n->barrier);
+  for (d = n->bitmaps; d; d = d->next)
+    d->version++;
+  if (persist_sync_node (n, false) == -1)
+    nbdkit_error ("checkpoint: the bitmaps of '%s' after its resize could "
+                  "not be saved: after a crash they may load as before",
+                  n->name);
+  pthread_rwlock_unlock (&n->barrier);
+}
+
+static void remove_stale_bits (struct node *n);
+
+/* Saved cleanly and durably: the journal is no longer needed. */
+static void
+save_clean (struct node *n)
+{
+  if (persist_save_node (n, true, true) == 0 && mode != CRASH_SAFETY_NONE) {
+    journal_remove (state_dir, n->name);
+    remove_stale_bits (n);
+  }
+  forget_journal (n);
 }
 
 static void
 node_removing (struct node *n)
 {
-  persist_save_node (n, true, true);
+  save_clean (n);
 }
 
 static const struct node_events node_events = {
@@ -74,9 +150,10 @@ static const struct node_events node_events = {
 };
 
 int
-persist_start (const char *dir)
+persist_start (const char *dir, enum crash_safety m)
 {
   state_dir = dir;
+  mode = m;
   if (state_dir_open (dir) == -1) {
     nbdkit_error ("checkpoint: state directory %s: %m", dir);
     return -1;
@@ -146,12 +223,24 @@ node_file (const struct node *n)
   return asprintf (&name, "node.%s", n->name) == -1 ? NULL : name;
 }
 
-static char *
-bitmap_file (const struct node *n, uint32_t i)
+/* Stable names: positions shift when a bitmap is removed. */
+char *
+persist_bits_file (const struct node *n, const char *bitmap, uint32_t i,
+                   bool stable)
 {
+  uint8_t sum[32];
   char *name;
 
-  return asprintf (&name, "bitmap.%s.%u", n->name, i) == -1 ? NULL : name;
+  if (!stable)
+    return asprintf (&name, "bitmap.%s.%u", n->name, i) == -1 ? NULL : name;
+  if (gnutls_hash_fast (GNUTLS_DIG_SHA256, bitmap, strlen (bitmap),
+                        sum) < 0) {
+    errno = EIO;
+    return NULL;
+  }
+  return asprintf (&name, "bitmap.%s.%02x%02x%02x%02x%02x%02x%02x%02x",
+                   n->name, sum[0], sum[1], sum[2], sum[3], sum[4], sum[5],
+                   sum[6], sum[7]) == -1 ? NULL : name;
 }
 
 /* Oldest first, so that loading keeps the order. */
@@ -159,9 +248,12 @@ DEFINE_VECTOR_TYPE (dirty_bitmap_ptrs, struct dirty_bitmap *);
 
 /* Write the bits of N's I-th persistent bitmap D.  False if not. */
 static bool
-save_bits (const struct node *n, uint32_t i, const struct dirty_bitmap *d)
+save_bits (const struct node *n, uint32_t i, struct dirty_bitmap *d,
+           bool durable)
 {
-  CLEANUP_FREE char *name = bitmap_file (n, i);
+  CLEANUP_FREE char *name =
+    persist_bits_file (n, d->name, i, mode != CRASH_SAFETY_NONE);
+  uint64_t version = d->version;
   struct state_buf b = STATE_BUF_INIT;
   void *data;
   size_t len;
@@ -172,7 +264,10 @@ save_bits (const struct node *n, uint32_t i, const struct dirty_bitmap *d)
   }
   b.data = data;
   b.len = b.cap = len;
-  return save (name, KIND_BITMAP, &b, true) == 0;
+  if (save (name, KIND_BITMAP, &b, durable) == -1)
+    return false;
+  d->saved_version = version;
+  return true;
 }
 
 /* node.NODE, oldest bitmap first so that loading keeps the order. */
@@ -188,8 +283,10 @@ persist_save_node (struct node *n, bool clean, bool durable)
 
   if (name == NULL)
     return -1;
+  /* One that a committing txn removes is not kept (see txn_prepare). */
   for (d = n->bitmaps; d; d = d->next)
-    if (d->persistent && dirty_bitmap_ptrs_insert (&list, d, 0) == -1) {
+    if (d->persistent && !d->removing &&
+        dirty_bitmap_ptrs_insert (&list, d, 0) == -1) {
       dirty_bitmap_ptrs_reset (&list);
       return -1;
     }
@@ -199,17 +296,149 @@ persist_save_node (struct node *n, bool clean, bool durable)
   state_put_u32 (&b, list.len);
   for (j = 0; j < list.len; j++) {
     d = list.ptr[j];
-    bool ok = !d->inconsistent && (!clean || save_bits (n, j, d));
+    bool ok = !d->inconsistent && (!clean || save_bits (n, j, d, true));
     state_put_string (&b, d->name);
     state_put_u32 (&b, bitmap_granularity (d->bm));
     state_put_u8 (&b, (d->recording ? F_RECORDING : 0) |
                   (d->checkpoint ? F_CHECKPOINT : 0) |
-                  (ok ? 0 : F_INCONSISTENT));
+                  (ok ? 0 : F_INCONSISTENT) |
+                  (mode != CRASH_SAFETY_NONE ? F_STABLE_NAME : 0));
   }
   /* Last, so that a file says "clean" only once its bits are saved. */
   state_put_u8 (&b, clean);
   r = save (name, KIND_NODE, &b, durable);
   dirty_bitmap_ptrs_reset (&list);
+  return r;
+}
+
+/* The mark observer.  A record that cannot be written (a full state
+ * disk) does not fail the guest's write: the journal is removed, so
+ * that a crash from now on finds none and the bitmaps load as
+ * inconsistent, and the next save that succeeds starts a new one.
+ */
+static int
+mark (void *opaque, uint64_t offset, uint64_t len)
+{
+  struct journal *j = opaque;
+  int e;
+
+  if (journal_append (j, offset, len) == 0)
+    return 0;
+  e = errno;
+  switch (journal_break (j)) {
+  case 1:
+    nbdkit_error ("checkpoint: writing the journal: %s: it is removed: "
+                  "until the next command that saves the state succeeds, "
+                  "a crash leaves the bitmaps inconsistent", strerror (e));
+    return 0;
+  case 0:
+    return 0;
+  default:
+    nbdkit_error ("checkpoint: writing the journal: %s, and it cannot be "
+                  "removed: %m: failing the write", strerror (e));
+    errno = e;
+    return -1;
+  }
+}
+
+/* The names of N's recording persistent bitmaps, which its journal
+ * must cover (a NULL-terminated array; its strings are N's).
+ */
+static const char **
+recording_names (struct node *n, size_t *nr)
+{
+  struct dirty_bitmap *d;
+  const char **v;
+  size_t i = 0;
+
+  for (d = n->bitmaps; d; d = d->next)
+    i++;
+  v = calloc (i + 1, sizeof *v);
+  if (v == NULL)
+    return NULL;
+  i = 0;
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->persistent && !d->removing && dirty_bitmap_records (d))
+      v[i++] = d->name;
+  *nr = i;
+  return v;
+}
+
+int
+persist_sync_node (struct node *n, bool durable_node)
+{
+  struct journal *j = journal_of (n);
+  bool power = mode == CRASH_SAFETY_POWER, restart;
+  CLEANUP_FREE const char **names = NULL;
+  struct dirty_bitmap *d;
+  size_t nr = 0;
+  uint32_t i;
+
+  if (j == NULL)                /* not attached: none, or loading */
+    return persist_save_node (n, false, durable_node);
+  names = recording_names (n, &nr);
+  if (names == NULL) {
+    nbdkit_error ("checkpoint: saving the bitmaps of '%s': %m", n->name);
+    return -1;
+  }
+  /* A new journal when what it covers changed, or their bits did by a
+   * command (a clear must not come back from the old journal).
+   */
+  restart = !journal_covers (j, (char **) names, nr) || journal_broken (j);
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->persistent && !d->removing && dirty_bitmap_records (d) &&
+        d->version != d->saved_version)
+      restart = true;
+  /* The bits first: the journal and node file rely on them.  The
+   * position is unused with stable names.
+   */
+  for (d = n->bitmaps, i = 0; d; d = d->next, i++)
+    if (d->persistent && !d->inconsistent && !d->removing &&
+        ((restart && dirty_bitmap_records (d)) ||
+         d->version != d->saved_version) &&
+        !save_bits (n, i, d, power))
+      return -1;
+  if (restart) {
+    if (journal_start (j, state_dir, n->name, (char **) names, nr) == -1) {
+      nbdkit_error ("checkpoint: starting %s/journal.%s: %m", state_dir,
+                    n->name);
+      return -1;
+    }
+    node_set_mark_observer (n, mark, j);
+  }
+  return persist_save_node (n, false, power || durable_node);
+}
+
+int
+persist_attach_node (struct node *n)
+{
+  struct node_journal *nj;
+  struct dirty_bitmap *d;
+  int r;
+
+  if (mode == CRASH_SAFETY_NONE) {
+    journal_remove (state_dir, n->name);  /* only none writes here now */
+    return 0;
+  }
+  nj = calloc (1, sizeof *nj);
+  if (nj == NULL || (nj->j = journal_new (mode == CRASH_SAFETY_POWER))
+      == NULL) {
+    free (nj);
+    return -1;
+  }
+  nj->node = n;
+  nj->next = journals;
+  journals = nj;
+  /* Bits loaded from positional files or with a journal replayed are
+   * not saved as they are (persist-load.c leaves those with
+   * saved_version 0): save them under stable names before the new
+   * journal starts.
+   */
+  for (d = n->bitmaps; d; d = d->next)
+    d->version = 1;
+  pthread_rwlock_wrlock (&n->barrier);
+  r = persist_sync_node (n, true);
+  pthread_rwlock_unlock (&n->barrier);
   return r;
 }
 
@@ -219,12 +448,49 @@ persist_save_metadata (void)
   struct node *n;
   bool failed = false;
 
-  if (save_checkpoints (false) == -1)
+  if (save_checkpoints (mode == CRASH_SAFETY_POWER) == -1)
     failed = true;
   for (n = nodes_list (); n; n = n->next)
-    if (persist_save_node (n, false, false) == -1)
+    if (persist_sync_node (n, false) == -1)
       failed = true;
   return failed ? -1 : 0;
+}
+
+/* Bits files of N that no bitmap of N names any more (removed ones, or
+ * positional ones replaced by stable names).  Only names that are
+ * exactly bitmap.N.DIGITS or bitmap.N.HEX16: another node's name may
+ * begin with N and a dot.
+ */
+static void
+remove_stale_bits (struct node *n)
+{
+  CLEANUP_FREE char *prefix = NULL;
+  struct dirty_bitmap *d;
+  char **names = NULL;
+  size_t nr = 0, i, plen;
+
+  if (asprintf (&prefix, "bitmap.%s.", n->name) == -1 ||
+      state_list (state_dir, NULL, &names, &nr) == -1)
+    return;
+  plen = strlen (prefix);
+  for (i = 0; i < nr; i++) {
+    const char *rest = names[i] + plen;
+    bool keep = false;
+
+    if (strncmp (names[i], prefix, plen) != 0 || rest[0] == '\0' ||
+        strspn (rest, "0123456789abcdef") != strlen (rest))
+      continue;
+    for (d = n->bitmaps; d && !keep; d = d->next) {
+      CLEANUP_FREE char *f = NULL;
+      if (!d->persistent)
+        continue;
+      f = persist_bits_file (n, d->name, 0, true);
+      keep = f == NULL || strcmp (f, names[i]) == 0;
+    }
+    if (!keep)
+      state_remove (state_dir, names[i]);
+  }
+  state_list_free (names, nr);
 }
 
 void
@@ -236,7 +502,7 @@ persist_save_all (void)
     return;
   save_checkpoints (true);
   for (n = nodes_list (); n; n = n->next)
-    persist_save_node (n, true, true);
+    save_clean (n);
 }
 
 static int

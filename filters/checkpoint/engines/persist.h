@@ -9,15 +9,25 @@
  *   checkpoints          every checkpoint, in creation order
  *   node.NODE            a node's size, its persistent bitmaps' names
  *                        and flags, and whether it was saved cleanly
- *   bitmap.NODE.I        the bits of the I-th bitmap of node.NODE
+ *   bitmap.NODE.HASH     the bits of the bitmap whose name's SHA-256
+ *                        begins with HASH (16 hex digits; flagged in
+ *                        node.NODE: older state, and crash-safety=none,
+ *                        name them bitmap.NODE.I, by position)
+ *   journal.NODE         while running (engines/journal.h)
  *
- * The bits are written when nbdkit shuts down cleanly (or the node is
- * removed).  While nbdkit runs, node.NODE says "in use", as QEMU's
- * in-use flag does: after a crash its bitmaps load as inconsistent.
- * So only the in-use mark (written when a node loads) and the clean
- * save need fsync; changes while running are replaced atomically but
- * not synced, to keep checkpoint-create fast.  (Crash-safe bitmaps are
- * a later step; see TODO.)
+ * While nbdkit runs, node.NODE says "in use", as QEMU's in-use flag
+ * does.  crash-safety=none: the bits are written only when nbdkit
+ * shuts down cleanly (or the node is removed), so after a crash the
+ * bitmaps load as inconsistent.  process (the default) and power: the
+ * bits of a bitmap that does not record are saved whenever they change
+ * (at the txn commit), and those of the recording ones whenever the
+ * journal starts afresh: when the set of recording persistent bitmaps
+ * or their bits change by a command, at the commit, with the barrier
+ * held (bits, then the journal, then node.NODE).  Between those, the
+ * journal records every write that dirties a clean chunk, before it
+ * passes down.  After a crash with the same kernel boot id, a covered
+ * bitmap is its saved bits OR the journal: a superset of the truth.
+ * power also fsyncs all of it, the journal before each first touch.
  *
  * What it subscribes to:
  *   a txn committing     the metadata is saved first; if that fails
@@ -35,8 +45,10 @@
 #ifndef CHECKPOINT_ENGINES_PERSIST_H
 #define CHECKPOINT_ENGINES_PERSIST_H
 
+#include "engines/crash-safety.h"
+
 /* Open DIR and subscribe; before the nodes are added. */
-extern int persist_start (const char *dir);
+extern int persist_start (const char *dir, enum crash_safety mode);
 /* Load the checkpoints file (once, after persist_start, before the
  * nodes).
  */
