@@ -283,13 +283,22 @@ persist_save_node (struct node *n, bool clean, bool durable)
 
   if (name == NULL)
     return -1;
-  /* One that a committing txn removes is not kept (see txn_prepare). */
+  /* One that a committing txn removes is not kept (see txn_prepare).
+   * The list is newest first: append, then reverse (inserting each at
+   * the front would cost a thousand moves per bitmap with a thousand
+   * checkpoints).
+   */
   for (d = n->bitmaps; d; d = d->next)
     if (d->persistent && !d->removing &&
-        dirty_bitmap_ptrs_insert (&list, d, 0) == -1) {
+        dirty_bitmap_ptrs_append (&list, d) == -1) {
       dirty_bitmap_ptrs_reset (&list);
       return -1;
     }
+  for (j = 0; j < list.len / 2; j++) {
+    d = list.ptr[j];
+    list.ptr[j] = list.ptr[list.len - 1 - j];
+    list.ptr[list.len - 1 - j] = d;
+  }
   if (list.len == 0)            /* nothing to keep: record nothing */
     return state_remove (state_dir, name);
   state_put_u64 (&b, n->size);
