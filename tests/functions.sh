@@ -233,6 +233,31 @@ start_nbdkit ()
     fail "nbdkit $name did not start in $(( 10 * NC_TIME_FACTOR )) s"
 }
 
+# start_qsd IMG: qemu-storage-daemon serving the raw file IMG as node
+# d0, exported writable as NBD export d0 on $tmp/qsd.sock, its monitor
+# on $tmp/qsd.qmp (one client at a time, as QEMU's).  discard=unmap, or
+# QEMU drops discards before they reach the dirty bitmaps.  Sets
+# qsdpid; the cleanup stops it.
+start_qsd ()
+{
+    local i
+    qemu-storage-daemon \
+        --blockdev driver=file,node-name=d0,filename="$1",discard=unmap \
+        --nbd-server addr.type=unix,addr.path="$tmp/qsd.sock" \
+        --export type=nbd,id=e0,node-name=d0,name=d0,writable=on \
+        --chardev socket,id=m0,path="$tmp/qsd.qmp",server=on,wait=off \
+        --monitor chardev=m0 > "$tmp/qsd.log" 2>&1 &
+    qsdpid=$!
+    cleanup_fn kill_nbdkit $qsdpid "$tmp/qsd.log"
+    for (( i = 0; i < 200; ++i )); do
+        [ -S "$tmp/qsd.qmp" ] && [ -S "$tmp/qsd.sock" ] && return 0
+        kill -0 $qsdpid || { cat "$tmp/qsd.log"; fail "qemu-storage-daemon died"; }
+        sleep 0.05
+    done
+    cat "$tmp/qsd.log"
+    fail "qemu-storage-daemon did not start in 10 s"
+}
+
 # kill_nbdkit PID [LOG]: stop one nbdkit started by start_nbdkit (it
 # may have exited already).  When the test is failing, show its log.
 kill_nbdkit ()

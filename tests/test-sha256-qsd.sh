@@ -28,21 +28,7 @@ tmpdir
 S=$(( 17 * 65536 + 1536 ))
 truncate -s $S "$tmp/q.img" "$tmp/o.img"
 
-# qemu-storage-daemon: discard=unmap, or QEMU drops discards before
-# they reach the dirty bitmaps.
-qemu-storage-daemon \
-    --blockdev driver=file,node-name=d0,filename="$tmp/q.img",discard=unmap \
-    --nbd-server addr.type=unix,addr.path="$tmp/qsd.sock" \
-    --export type=nbd,id=e0,node-name=d0,name=d0,writable=on \
-    --chardev socket,id=m0,path="$tmp/qsd.qmp",server=on,wait=off \
-    --monitor chardev=m0 > "$tmp/qsd.log" 2>&1 &
-qsdpid=$!
-cleanup_fn kill_nbdkit $qsdpid "$tmp/qsd.log"
-for (( i = 0; i < 200; ++i )); do
-    [ -S "$tmp/qsd.qmp" ] && [ -S "$tmp/qsd.sock" ] && break
-    kill -0 $qsdpid || { cat "$tmp/qsd.log"; fail "qemu-storage-daemon died"; }
-    sleep 0.05
-done
+start_qsd "$tmp/q.img"
 
 start_nbdkit o --filter="$FILTER" file "$tmp/o.img" node-name=d0 \
              qmp="$tmp/o.qmp"
