@@ -64,7 +64,7 @@ READ = 256 * KiB
 WARMUP = 60.0
 MARGIN_FDS = 0
 MARGIN_THREADS = 0
-MARGIN_RSS_KIB = 8 * 1024
+MARGIN_RSS_KIB = int(os.environ.get("SOAK_RSS_MARGIN_KIB", 8 * 1024))
 
 qsock, sock, pid, workdir, seconds, ndisks = sys.argv[1:]
 pid, seconds, ndisks = int(pid), float(seconds), int(ndisks)
