@@ -41,7 +41,8 @@ struct backup {
   bool ended;                   /* backup-end ran: exports refuse I/O */
   bool failed;
   char *error;
-  unsigned connections;         /* open exports, under backups_lock */
+  unsigned connections;         /* open exports (and backup_retire's
+                                 * hold), under backups_lock */
 };
 
 /* The list changes with the monitor lock and the barrier held; the
@@ -323,9 +324,21 @@ backup_unlink (struct backup *b)
     }
 }
 
+/* Drop one hold on B (a connection, or backup_retire's own); the last
+ * one of an ended backup frees it.  backups_lock held by the caller
+ * for the count; the free happens after it is released.
+ */
+static bool
+backup_unhold_locked (struct backup *b)
+{
+  return --b->connections == 0 && b->ended;
+}
+
 /* Mark B ended and give its scratch back; free it now or when its
  * last export closes.  ENDED is written under both locks, so
- * backup_export_close may read it under backups_lock alone.
+ * backup_export_close may read it under backups_lock alone.  Retiring
+ * holds B like a connection while the scratch goes, so that a last
+ * connection closing meanwhile cannot free it under the discard.
  */
 static void
 backup_retire (struct backup *b)
@@ -337,13 +350,16 @@ backup_retire (struct backup *b)
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&backups_lock);
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&b->lock);
     __atomic_store_n (&b->ended, true, __ATOMIC_SEQ_CST);
-    free_now = b->connections == 0;
+    b->connections++;
+  }
+  for (i = 0; i < b->nr_exports; i++)
+    cbw_discard (b->exports[i].cbw);
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&backups_lock);
+    free_now = backup_unhold_locked (b);
   }
   if (free_now)
     backup_free (b);
-  else
-    for (i = 0; i < b->nr_exports; i++)
-      cbw_discard (b->exports[i].cbw);
 }
 
 /* Undo of backup-begin: the backup never existed. */
@@ -573,7 +589,7 @@ backup_export_close (struct backup_export *e)
   {
     ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&backups_lock);
     export_connections--;
-    free_now = --b->connections == 0 && b->ended;
+    free_now = backup_unhold_locked (b);
   }
   if (free_now)
     backup_free (b);
