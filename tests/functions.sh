@@ -233,6 +233,19 @@ start_nbdkit ()
     fail "nbdkit $name did not start in $(( 10 * NC_TIME_FACTOR )) s"
 }
 
+# mount_tmpfs DIR SIZE: a new tmpfs of SIZE (mount's size=) on the new
+# directory DIR, unmounted by the cleanup; skips the test where mounting
+# is not allowed (not root).
+mount_tmpfs ()
+{
+    mkdir "$1"
+    if ! mount -t tmpfs -o size="$2" tmpfs "$1" 2>"$tmp/mount.err"; then
+        cat "$tmp/mount.err"
+        skip "cannot mount a tmpfs (not root, or no mount privilege here)"
+    fi
+    cleanup_fn umount "$1"
+}
+
 # start_qsd IMG: qemu-storage-daemon serving the raw file IMG as node
 # d0, exported writable as NBD export d0 on $tmp/qsd.sock, its monitor
 # on $tmp/qsd.qmp (one client at a time, as QEMU's).  discard=unmap, or

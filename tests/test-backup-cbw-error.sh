@@ -24,12 +24,7 @@ requires $PY -c 'import nbd'
 tmpdir
 
 K=1024
-mkdir "$tmp/scratch"
-if ! mount -t tmpfs -o size=256k tmpfs "$tmp/scratch" 2>"$tmp/mount.err"; then
-    cat "$tmp/mount.err"
-    skip "cannot mount a tmpfs (not root, or no mount privilege here)"
-fi
-cleanup_fn umount "$tmp/scratch"
+mount_tmpfs "$tmp/scratch" 256k
 used () { df --output=used -B1 "$tmp/scratch" | tail -n 1 | tr -d ' '; }
 assert_eq "$(df --output=size -B1 "$tmp/scratch" | tail -n 1 | tr -d ' ')" \
           $((256 * K)) "size of the scratch tmpfs"

@@ -23,12 +23,7 @@ requires qemu-io --version
 requires prlimit --version
 tmpdir
 
-mkdir "$tmp/state"
-if ! mount -t tmpfs -o size=3m tmpfs "$tmp/state" 2>"$tmp/mount.err"; then
-    cat "$tmp/mount.err"
-    skip "cannot mount a tmpfs (not root, or no mount privilege here)"
-fi
-cleanup_fn umount "$tmp/state"
+mount_tmpfs "$tmp/state" 3m
 free_kib () { df --output=avail -k "$tmp/state" | tail -1; }
 
 head -c 16M /dev/urandom > "$tmp/disk.img"

@@ -16,12 +16,7 @@ requires nbdkit --version
 requires qemu-io --version
 tmpdir
 
-mkdir "$tmp/state"
-if ! mount -t tmpfs -o size=64k tmpfs "$tmp/state" 2>"$tmp/mount.err"; then
-    cat "$tmp/mount.err"
-    skip "cannot mount a tmpfs (not root, or no mount privilege here)"
-fi
-cleanup_fn umount "$tmp/state"
+mount_tmpfs "$tmp/state" 64k
 
 truncate -s 64M "$tmp/disk.img"
 args=(--filter="$FILTER" file "$tmp/disk.img" node-name=d0
