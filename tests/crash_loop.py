@@ -16,11 +16,14 @@
 # or not.  The check: every checkpoint's "changed since" (the block
 # status of an incremental backup export from it) covers every chunk
 # holding a sector written after that checkpoint was created, and no
-# bitmap is inconsistent.  With "churn", checkpoint-create and
-# checkpoint-delete run in a loop during the writes; a checkpoint may
-# then be inconsistent (an incremental from it is refused), never
-# silently missing a write.  Prints how many kills landed with writes
-# in flight.
+# bitmap is inconsistent.  With "churn", checkpoint-create,
+# checkpoint-delete and transactions (a checkpoint and a bitmap at one
+# instant) run in a loop during the writes: after each kill every
+# change is there whole or not at all (a checkpoint whose create was
+# answered is there unless a delete of it was sent; a transaction's
+# checkpoint and bitmap are both there or both gone), and still no
+# bitmap is inconsistent.  Prints how many kills landed with writes in
+# flight.
 
 import os
 import random
@@ -120,6 +123,9 @@ def unchanged_chunks(m, name):
 # checkpoints: name -> sequence number of the first write sent after it
 # was created (writes before may legitimately be missing from it).
 checkpoints = {}
+created = set()         # checkpoint-create (or its transaction) answered
+deleting = set()        # checkpoint-delete sent
+paired = {}             # checkpoint -> bitmap made in its transaction
 seq = 0
 stats = {"rounds": 0, "in_flight": 0, "writes": 0, "checked": 0,
          "inconsistent": 0, "leftover": 0}
@@ -135,29 +141,34 @@ def verify(m, rnd):
     for name, b in infos.items():
         if name in listed:
             continue
-        # A bitmap left by a checkpoint-delete that a kill cut short
-        # (metadata is not crash-atomic yet: TODO): never trusted.
-        check(CHURN and b["inconsistent"], "round %d: bitmap %s is not a "
-              "checkpoint's: %r (checkpoints %r)" % (rnd, name, b, listed))
+        # Only a transaction's bitmap, with its checkpoint.
+        owner = [c for c, t in paired.items() if t == name]
+        check(owner and not b["inconsistent"], "round %d: bitmap %s is "
+              "not a checkpoint's: %r (checkpoints %r)"
+              % (rnd, name, b, listed))
+        check(owner[0] in listed or owner[0] in deleting,
+              "round %d: bitmap %s is there without checkpoint %s: a "
+              "transaction cut in half" % (rnd, name, owner[0]))
         stats["leftover"] += 1
         m.command("block-dirty-bitmap-remove", {"node": "d0", "name": name})
+    for c, t in paired.items():
+        check(c not in listed or t in infos or c in deleting,
+              "round %d: checkpoint %s is there without bitmap %s: a "
+              "transaction cut in half" % (rnd, c, t))
+    paired.clear()
+    for c in created - deleting:
+        check(c in listed, "round %d: checkpoint %s was created (answered) "
+              "but is gone after the kill" % (rnd, c))
     for name, first in sorted(checkpoints.items()):
         if name not in listed:        # deleted
             continue
         b = infos[name]
-        if b["inconsistent"]:
-            check(CHURN, "round %d: checkpoint %s is inconsistent after a "
-                  "kill -9 under crash-safety=%s: %r" % (rnd, name, MODE, b))
-            stats["inconsistent"] += 1
-            check(unchanged_chunks(m, name) is None,
-                  "incremental from inconsistent %s accepted" % name)
-            continue
+        check(not b["inconsistent"], "round %d: checkpoint %s is "
+              "inconsistent after a kill -9 under crash-safety=%s: %r"
+              % (rnd, name, MODE, b))
         clean = unchanged_chunks(m, name)
-        if clean is None:
-            # A later checkpoint of the chain is inconsistent.
-            check(CHURN, "round %d: incremental from %s refused" % (rnd, name))
-            stats["inconsistent"] += 1
-            continue
+        check(clean is not None, "round %d: incremental from %s refused"
+              % (rnd, name))
         missing = sorted({s * SECTOR // GRAN for s, (r, q) in tags.items()
                           if q >= first} & clean)
         check(not missing, "round %d: checkpoint %s misses written chunks "
@@ -196,19 +207,30 @@ def writer(h, state):
 
 
 def churn_loop(m, state):
-    """checkpoint-create and -delete while the writes run."""
+    """checkpoint-create, -delete and transactions while the writes
+    run."""
     i = 0
     try:
         while not state["stop"]:
             name = "r%dc%d" % (state["round"], i)
             i += 1
-            r = m.cmd("checkpoint-create", {"name": name})
+            if i % 2:
+                r = m.cmd("checkpoint-create", {"name": name})
+            else:
+                paired[name] = "t" + name
+                r = m.cmd("transaction", {"actions": [
+                    {"type": "checkpoint-create", "data": {"name": name}},
+                    {"type": "block-dirty-bitmap-add",
+                     "data": {"node": "d0", "name": "t" + name,
+                              "persistent": True}}]})
             if "return" not in r:
                 break
+            created.add(name)
             # Writes numbered from here on were sent after it existed.
             checkpoints[name] = seq
             listed = [c["name"] for c in m.command("query-checkpoints")]
             if len(listed) > 3:
+                deleting.add(listed[1])
                 r = m.cmd("checkpoint-delete", {"name": listed[1]})
                 if "return" not in r:
                     break
@@ -227,6 +249,7 @@ for rnd in range(1, ROUNDS + 1):
     checkpoints[name] = seq
     listed = [c["name"] for c in m.command("query-checkpoints")]
     for old in listed[:-3]:
+        deleting.add(old)
         m.command("checkpoint-delete", {"name": old})
     h = nbd.NBD()
     h.connect_uri(uri(SOCK))
@@ -259,8 +282,7 @@ check(p.returncode == 0, "nbdkit's exit status after quit: %d"
       % p.returncode)
 print("crash_loop: %(rounds)d kills, %(in_flight)d with writes in flight, "
       "%(writes)d writes, %(checked)d checkpoint checks passed, "
-      "%(inconsistent)d inconsistent and %(leftover)d left-over bitmaps "
-      "(allowed with churn only)" % stats,
+      "%(leftover)d transactions' bitmaps checked and removed" % stats,
       flush=True)
 check(stats["in_flight"] > 0 or ROUNDS < 3,
       "no kill landed with writes in flight")

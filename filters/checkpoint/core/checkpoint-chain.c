@@ -656,6 +656,39 @@ checkpoints_delete (struct txn *t, struct checkpoint *c, bool metadata_only,
   return txn_add (t, &list_ops, u) == -1 ? out_of_memory (err) : 0;
 }
 
+struct pending_undo {
+  struct checkpoint *c;
+  bool was;
+};
+
+static void
+undo_pending (void *p)
+{
+  struct pending_undo *u = p;
+
+  u->c->pending = u->was;
+}
+
+static const struct txn_step_ops pending_ops = {
+  .undo = undo_pending, .clean = free,
+};
+
+int
+checkpoints_set_pending (struct txn *t, struct checkpoint *c, bool pending,
+                         struct qmp_error *err)
+{
+  struct pending_undo *u;
+
+  if (c->pending == pending)
+    return 0;
+  if ((u = malloc (sizeof *u)) == NULL)
+    return out_of_memory (err);
+  u->c = c;
+  u->was = c->pending;
+  c->pending = pending;
+  return txn_add (t, &pending_ops, u) == -1 ? out_of_memory (err) : 0;
+}
+
 int
 checkpoints_restore (const char *name, const char *parent,
                      const char *description, int64_t ctime,

@@ -34,6 +34,7 @@ struct journal {
   char **names;
   size_t nr_names;
   char *path;                   /* of the started journal */
+  struct next_journal *next;    /* prepared, not yet switched to */
   bool broken;                  /* journal_break: appends do nothing */
   /* Group commit (power): records appended and records synced. */
   pthread_mutex_t lock;
@@ -66,6 +67,27 @@ free_names (char **names, size_t nr)
   free (names);
 }
 
+/* The journal prepared but not yet switched to (journal_prepare). */
+struct next_journal {
+  int fd;
+  char *path;                   /* its final path */
+  char **names;
+  size_t nr;
+};
+
+static void
+drop_next (struct journal *j)
+{
+  if (j->next == NULL)
+    return;
+  if (j->next->fd >= 0)
+    close (j->next->fd);
+  free (j->next->path);
+  free_names (j->next->names, j->next->nr);
+  free (j->next);
+  j->next = NULL;
+}
+
 void
 journal_free (struct journal *j)
 {
@@ -73,6 +95,7 @@ journal_free (struct journal *j)
     return;
   if (j->fd >= 0)
     close (j->fd);
+  drop_next (j);
   free_names (j->names, j->nr_names);
   free (j->path);
   pthread_mutex_destroy (&j->lock);
@@ -218,61 +241,106 @@ sync_dir (const char *dir)
 }
 
 int
-journal_start (struct journal *j, const char *dir, const char *node,
-               char **names, size_t nr)
+journal_prepare (struct journal *j, const char *dir, const char *node,
+                 char **names, size_t nr, const char *file)
 {
-  CLEANUP_FREE char *tmp = path_of (dir, ".", node, ".tmp.journal");
-  char *path = path_of (dir, "", node, "");
+  CLEANUP_FREE char *at = NULL;
   struct state_buf hdr = STATE_BUF_INIT;
-  char **copy = NULL;
+  struct next_journal *nx;
   size_t i;
-  int fd = -1, saved;
+  int saved;
 
-  if (tmp == NULL || path == NULL || (copy = calloc (nr + 1,
-                                                     sizeof *copy)) == NULL)
+  drop_next (j);
+  nx = calloc (1, sizeof *nx);
+  if (nx == NULL)
+    return -1;
+  nx->fd = -1;
+  j->next = nx;
+  if (asprintf (&at, "%s/%s", dir, file) == -1)
+    at = NULL;
+  nx->path = path_of (dir, "", node, "");
+  nx->names = calloc (nr + 1, sizeof *nx->names);
+  if (at == NULL || nx->path == NULL || nx->names == NULL)
     goto error;
-  for (i = 0; i < nr; i++)
-    if ((copy[i] = strdup (names[i])) == NULL)
+  for (i = 0; i < nr; i++, nx->nr++)
+    if ((nx->names[i] = strdup (names[i])) == NULL)
       goto error;
   if (make_header (&hdr, j->power, names, nr) == -1)
     goto error;
-  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-  if (fd == -1 || full_write (fd, hdr.data, hdr.len) == -1 ||
-      (j->power && fdatasync (fd) == -1) || rename (tmp, path) == -1) {
+  nx->fd = open (at, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
+                 0600);
+  if (nx->fd == -1 || full_write (nx->fd, hdr.data, hdr.len) == -1 ||
+      (j->power && fdatasync (nx->fd) == -1)) {
     saved = errno;
-    if (fd >= 0)
-      unlink (tmp);
+    if (nx->fd >= 0)
+      unlink (at);
     errno = saved;
     goto error;
   }
-  /* Power: the new, empty journal must not be lost while the bits it
-   * relies on were synced (they were, before).
-   */
-  if (j->power && sync_dir (dir) == -1)
-    goto error;
   state_buf_free (&hdr);
-  if (j->fd >= 0)
-    close (j->fd);
-  free_names (j->names, j->nr_names);
-  free (j->path);
-  j->fd = fd;
-  j->path = path;
-  j->names = copy;
-  j->nr_names = nr;
-  j->appended = j->synced = 0;
-  j->broken = false;
   return 0;
 
  error:
   saved = errno;
-  if (fd >= 0)
-    close (fd);
-  if (copy)
-    free_names (copy, nr);
-  free (path);
   state_buf_free (&hdr);
+  drop_next (j);
   errno = saved;
   return -1;
+}
+
+void
+journal_switch (struct journal *j)
+{
+  struct next_journal *nx = j->next;
+
+  if (nx == NULL)
+    return;
+  if (j->fd >= 0)
+    close (j->fd);
+  free_names (j->names, j->nr_names);
+  free (j->path);
+  j->fd = nx->fd;
+  j->path = nx->path;
+  j->names = nx->names;
+  j->nr_names = nx->nr;
+  j->appended = j->synced = 0;
+  j->broken = false;
+  free (nx);
+  j->next = NULL;
+}
+
+void
+journal_cancel (struct journal *j)
+{
+  drop_next (j);
+}
+
+int
+journal_start (struct journal *j, const char *dir, const char *node,
+               char **names, size_t nr)
+{
+  CLEANUP_FREE char *tmp = path_of (dir, ".", node, ".tmp.journal");
+  const char *base;
+  int saved;
+
+  if (tmp == NULL)
+    return -1;
+  base = strrchr (tmp, '/') + 1;
+  if (journal_prepare (j, dir, node, names, nr, base) == -1)
+    return -1;
+  /* Power: the new, empty journal must not be lost while the bits it
+   * relies on were synced (they were, before).
+   */
+  if (rename (tmp, j->next->path) == -1 ||
+      (j->power && sync_dir (dir) == -1)) {
+    saved = errno;
+    unlink (tmp);
+    journal_cancel (j);
+    errno = saved;
+    return -1;
+  }
+  journal_switch (j);
+  return 0;
 }
 
 /* Power: wait until record SEQ is durable, syncing for every record
