@@ -132,7 +132,8 @@ usable_bitmap (const struct checkpoint *p, struct node *n,
 
   if (d == NULL || d->inconsistent)
     qmp_error (err, "Bitmap '%s' on '%s' is inconsistent and cannot be "
-               "used", p->name, n->name);
+               "used: what changed since then on '%s' is unknown, a full "
+               "backup is needed", p->name, n->name, n->name);
   return d && !d->inconsistent ? d : NULL;
 }
 
@@ -145,7 +146,8 @@ checkpoints_changed_since (const struct checkpoint *c, struct node *n,
   struct bitmap *bm;
 
   if (d == NULL || d->inconsistent) {
-    qmp_error (err, "Bitmap '%s' of checkpoint '%s' on '%s' is %s",
+    qmp_error (err, "Bitmap '%s' of checkpoint '%s' on '%s' is %s: what "
+               "changed since then is unknown, a full backup is needed",
                c->name, c->name, n->name,
                d ? "inconsistent and cannot be used" : "missing");
     return NULL;
