@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# The kill -9 loop of crash-safety (test-crash-safety.sh, bench/).
+# The kill -9 loop of crash-safety (test-crash-safety.sh,
+# test-crash-power-cut.sh, bench/).
 #
-#     crash_loop.py FILTER TMP ROUNDS MODE [churn]
+#     crash_loop.py FILTER TMP ROUNDS MODE [churn] [powercut] [report]
 #
 # Each round starts nbdkit (file plugin, the checkpoint filter, state=
 # TMP/state, crash-safety=MODE) on the same disk and state, checks the
@@ -15,13 +16,22 @@
 # after the kill the disk itself says which sectors changed, in flight
 # or not.  The check: every checkpoint's "changed since" (the block
 # status of an incremental backup export from it) covers every chunk
-# holding a sector written after that checkpoint was created, and no
-# bitmap is inconsistent.  With "churn", checkpoint-create and
-# checkpoint-delete run in a loop during the writes; a checkpoint may
-# then be inconsistent (an incremental from it is refused), never
-# silently missing a write.  Prints how many kills landed with writes
-# in flight.
-
+# holding a sector written after that checkpoint was created, no
+# bitmap is inconsistent, and no checkpoint whose creation was answered
+# is gone unless its deletion was asked.  With "churn",
+# checkpoint-create and checkpoint-delete run in a loop during the
+# writes; a checkpoint may then be inconsistent (an incremental from it
+# is refused), never silently missing a write.  Prints how many kills
+# landed with writes in flight.
+#
+# "powercut": nbdkit runs under powercut-shim.so (POWERCUT_SHIM names
+# it), and after each kill the state directory is replaced by what a
+# power cut would have left of it: only what was fsync'd (powercut.py).
+# The disk image keeps every write that reached it (the worst case for
+# the bitmaps: a disk whose data survived while the state's did not).
+# "report": count what the checks find instead of failing on it (for
+# crash-safety=process under a power cut, which promises nothing: it
+# relies on the boot id, which a simulated cut does not change).
 import os
 import random
 import signal
@@ -34,22 +44,33 @@ import time
 import nbd
 
 from testlib import check, connect, nbd_open, uri, bitmap_infos, fail
+import powercut
 
 FILTER, TMP, ROUNDS, MODE = sys.argv[1], sys.argv[2], int(sys.argv[3]), \
     sys.argv[4]
-CHURN = len(sys.argv) > 5 and sys.argv[5] == "churn"
-SIZE = 16 * 1024 * 1024
+OPTS = set(sys.argv[5:])
+check(OPTS <= {"churn", "powercut", "report"}, "options: %r" % sys.argv[5:])
+CHURN = "churn" in OPTS
+POWERCUT = "powercut" in OPTS
+REPORT = "report" in OPTS
+# The disk (TMP/disk.img, made by the caller): CRASH_DISK_MB, 16 MiB
+# by default.  A larger one keeps first touches of clean chunks going
+# longer into each round, where power mode syncs.
+SIZE = int(os.environ.get("CRASH_DISK_MB", "16")) * 1024 * 1024
 GRAN = 65536
 SECTOR = 512
 IMG = TMP + "/disk.img"
 STATE = TMP + "/state"
+SHADOW = TMP + "/shadow"
 QMP = TMP + "/q.qmp"
 SOCK = TMP + "/nbd.sock"
 TAG = b"NCWR"
+check(os.path.getsize(IMG) == SIZE, "%s is not %d bytes" % (IMG, SIZE))
 seed = int(os.environ.get("CRASH_SEED", str(int(time.time()))))
 rng = random.Random(seed)
-print("crash_loop: seed %d, %d rounds, crash-safety=%s%s"
-      % (seed, ROUNDS, MODE, ", with checkpoint churn" if CHURN else ""),
+print("crash_loop: seed %d, %d rounds, crash-safety=%s%s%s"
+      % (seed, ROUNDS, MODE, ", with checkpoint churn" if CHURN else "",
+         ", simulated power cuts" if POWERCUT else ""),
       flush=True)
 
 
@@ -58,11 +79,15 @@ def start():
         if os.path.exists(p):
             os.unlink(p)
     log = open(TMP + "/nbdkit.log", "a")
+    env = None
+    if POWERCUT:
+        os.makedirs(STATE, exist_ok=True)
+        env = powercut.environ(os.environ["POWERCUT_SHIM"], STATE, SHADOW)
     p = subprocess.Popen(["nbdkit", "-f", "--exit-with-parent", "-U", SOCK,
                           "--filter=" + FILTER, "file", IMG, "node-name=d0",
                           "qmp=" + QMP, "state=" + STATE,
                           "crash-safety=" + MODE],
-                         stderr=log)
+                         stderr=log, env=env)
     for _ in range(400):
         if os.path.exists(QMP) and os.path.exists(SOCK):
             return p
@@ -117,12 +142,27 @@ def unchanged_chunks(m, name):
     return clean
 
 
+def problem(cond, msg):
+    """check(), or with "report" count and show the first few."""
+    if cond:
+        return True
+    if not REPORT:
+        fail(msg)
+    stats["problems"] += 1
+    if stats["problems"] <= 5:
+        print("crash_loop: found: " + msg, flush=True)
+    return False
+
+
 # checkpoints: name -> sequence number of the first write sent after it
 # was created (writes before may legitimately be missing from it).
 checkpoints = {}
 seq = 0
+# Checkpoints whose deletion was asked (answered or not).
+deleting = set()
 stats = {"rounds": 0, "in_flight": 0, "writes": 0, "checked": 0,
-         "inconsistent": 0, "leftover": 0}
+         "inconsistent": 0, "leftover": 0, "problems": 0, "cut": 0,
+         "dropped": {}}
 
 
 def verify(m, rnd):
@@ -137,17 +177,21 @@ def verify(m, rnd):
             continue
         # A bitmap left by a checkpoint-delete that a kill cut short
         # (metadata is not crash-atomic yet: TODO): never trusted.
-        check(CHURN and b["inconsistent"], "round %d: bitmap %s is not a "
-              "checkpoint's: %r (checkpoints %r)" % (rnd, name, b, listed))
+        problem(CHURN and b["inconsistent"], "round %d: bitmap %s is not a "
+                "checkpoint's: %r (checkpoints %r)" % (rnd, name, b, listed))
         stats["leftover"] += 1
         m.command("block-dirty-bitmap-remove", {"node": "d0", "name": name})
     for name, first in sorted(checkpoints.items()):
-        if name not in listed:        # deleted
+        if name not in listed:
+            problem(name in deleting, "round %d: checkpoint %s is gone, "
+                    "though its creation was answered and its deletion "
+                    "never asked (crash-safety=%s, seed %d)"
+                    % (rnd, name, MODE, seed))
             continue
         b = infos[name]
         if b["inconsistent"]:
-            check(CHURN, "round %d: checkpoint %s is inconsistent after a "
-                  "kill -9 under crash-safety=%s: %r" % (rnd, name, MODE, b))
+            problem(CHURN, "round %d: checkpoint %s is inconsistent after a "
+                    "kill -9 under crash-safety=%s: %r" % (rnd, name, MODE, b))
             stats["inconsistent"] += 1
             check(unchanged_chunks(m, name) is None,
                   "incremental from inconsistent %s accepted" % name)
@@ -155,15 +199,18 @@ def verify(m, rnd):
         clean = unchanged_chunks(m, name)
         if clean is None:
             # A later checkpoint of the chain is inconsistent.
-            check(CHURN, "round %d: incremental from %s refused" % (rnd, name))
+            problem(CHURN, "round %d: incremental from %s refused"
+                    % (rnd, name))
             stats["inconsistent"] += 1
             continue
         missing = sorted({s * SECTOR // GRAN for s, (r, q) in tags.items()
                           if q >= first} & clean)
-        check(not missing, "round %d: checkpoint %s misses written chunks "
-              "%r (crash-safety=%s, seed %d)" % (rnd, name, missing[:20],
-                                                 MODE, seed))
-        stats["checked"] += 1
+        if problem(not missing, "round %d: checkpoint %s misses written "
+                   "chunks %r (crash-safety=%s, seed %d)"
+                   % (rnd, name, missing[:20], MODE, seed)):
+            stats["checked"] += 1
+    for name in set(checkpoints) - set(listed):
+        del checkpoints[name]
 
 
 def writer(h, state):
@@ -209,6 +256,7 @@ def churn_loop(m, state):
             checkpoints[name] = seq
             listed = [c["name"] for c in m.command("query-checkpoints")]
             if len(listed) > 3:
+                deleting.add(listed[1])
                 r = m.cmd("checkpoint-delete", {"name": listed[1]})
                 if "return" not in r:
                     break
@@ -227,6 +275,7 @@ for rnd in range(1, ROUNDS + 1):
     checkpoints[name] = seq
     listed = [c["name"] for c in m.command("query-checkpoints")]
     for old in listed[:-3]:
+        deleting.add(old)
         m.command("checkpoint-delete", {"name": old})
     h = nbd.NBD()
     h.connect_uri(uri(SOCK))
@@ -241,6 +290,13 @@ for rnd in range(1, ROUNDS + 1):
     time.sleep(rng.uniform(0.05, 0.4))
     p.send_signal(signal.SIGKILL)
     p.wait()
+    if POWERCUT:
+        dropped = powercut.cut(STATE, SHADOW)
+        stats["cut"] += bool(dropped)
+        for name, why in dropped.items():
+            kind = ("temporary" if name.startswith(".")
+                    else name.split(".")[0]) + " " + why
+            stats["dropped"][kind] = stats["dropped"].get(kind, 0) + 1
     state["stop"] = True
     t.join()
     if c:
@@ -262,5 +318,13 @@ print("crash_loop: %(rounds)d kills, %(in_flight)d with writes in flight, "
       "%(inconsistent)d inconsistent and %(leftover)d left-over bitmaps "
       "(allowed with churn only)" % stats,
       flush=True)
+if POWERCUT:
+    print("crash_loop: %d of %d power cuts dropped something: %s"
+          % (stats["cut"], stats["rounds"],
+             ", ".join("%s %d" % kv for kv in sorted(stats["dropped"].items()))
+             or "nothing"), flush=True)
+if REPORT:
+    print("crash_loop: %d problems found (reported, not failed)"
+          % stats["problems"], flush=True)
 check(stats["in_flight"] > 0 or ROUNDS < 3,
       "no kill landed with writes in flight")
