@@ -78,7 +78,15 @@ def cut(state, shadow):
     for name in os.listdir(state):
         if name not in kept:
             dropped[name] = "lost"
-    shutil.rmtree(state)
-    os.rename(new, state)
+    # Emptied and refilled rather than replaced: it may be a mount point.
+    for name in os.listdir(state):
+        path = os.path.join(state, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    for name in os.listdir(new):
+        shutil.move(os.path.join(new, name), os.path.join(state, name))
+    os.rmdir(new)
     shutil.rmtree(shadow)
     return dropped

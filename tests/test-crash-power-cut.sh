@@ -123,3 +123,40 @@ loop 6 power powercut churn
 loop 8 process powercut report
 assert_grep "crash_loop: [1-9][0-9]* of 8 power cuts dropped something" \
             "$tmp/loop.out"
+
+# ---- power mode on a state directory that fills up ----
+# The journal cannot grow: it is removed and the guest's writes go on.
+# That removal must itself be durable before they pass down, or the cut
+# brings back the old journal, which lacks their records, and the bitmap
+# loads as consistent while missing them.
+mkdir "$tmp/full"
+if ! mount -t tmpfs -o size=64k tmpfs "$tmp/full" 2>"$tmp/mount.err"; then
+    cat "$tmp/mount.err"
+    echo "$0: full state directory: skipped (cannot mount a tmpfs here)"
+    exit 0
+fi
+cleanup_fn umount "$tmp/full"
+truncate -s 64M "$tmp/full.img"
+fargs=(--filter="$FILTER" file "$tmp/full.img" node-name=d0
+       qmp="$tmp/f.qmp" state="$tmp/full" crash-safety=power)
+LD_PRELOAD="${LD_PRELOAD:+$LD_PRELOAD }$SHIM" POWERCUT_DIR="$tmp/full" \
+    POWERCUT_SHADOW="$tmp/fshadow" start_nbdkit f1 "${fargs[@]}"
+$QMP "$tmp/f.qmp" block-dirty-bitmap-add \
+     '{"node": "d0", "name": "p", "persistent": true}' > /dev/null
+dd if=/dev/zero of="$tmp/full/filler" bs=4k 2>/dev/null || true
+cmds=()
+for (( i = 0; i < 400; i++ )); do
+    cmds+=("write $(( i * 65536 * 2 )) 512")
+done
+qio "$(nbd_uri d0)" "${cmds[@]}"
+assert_grep "writing the journal: No space left on device: it is removed" \
+            "$log"
+kill -9 $pid
+wait $pid || :
+$PY -c 'import powercut, sys; print(powercut.cut(sys.argv[1], sys.argv[2]))' \
+    "$tmp/full" "$tmp/fshadow"
+rm -f "$tmp/full/filler"
+start_nbdkit f2 "${fargs[@]}"
+assert_eq "$(qmp_get "$tmp/f.qmp" query-named-block-nodes "" \
+             "r[0]['dirty-bitmaps'][0]['inconsistent']")" True \
+          "p after a power cut once the journal was removed"

@@ -34,12 +34,17 @@ struct journal {
   char **names;
   size_t nr_names;
   char *path;                   /* of the started journal */
+  char *dir;                    /* its directory */
   bool broken;                  /* journal_break: appends do nothing */
   /* Group commit (power): records appended and records synced. */
   pthread_mutex_t lock;
   pthread_cond_t synced_cond;
   uint64_t appended, synced;
   bool syncing;
+  /* A failed fdatasync: every append fails until the next start (a
+   * later fdatasync may succeed with the failed pages still lost).
+   */
+  int sync_error;
 };
 
 struct journal *
@@ -75,6 +80,7 @@ journal_free (struct journal *j)
     close (j->fd);
   free_names (j->names, j->nr_names);
   free (j->path);
+  free (j->dir);
   pthread_mutex_destroy (&j->lock);
   pthread_cond_destroy (&j->synced_cond);
   free (j);
@@ -223,13 +229,14 @@ journal_start (struct journal *j, const char *dir, const char *node,
 {
   CLEANUP_FREE char *tmp = path_of (dir, ".", node, ".tmp.journal");
   char *path = path_of (dir, "", node, "");
+  char *dir_copy = strdup (dir);
   struct state_buf hdr = STATE_BUF_INIT;
   char **copy = NULL;
   size_t i;
   int fd = -1, saved;
 
-  if (tmp == NULL || path == NULL || (copy = calloc (nr + 1,
-                                                     sizeof *copy)) == NULL)
+  if (tmp == NULL || path == NULL || dir_copy == NULL ||
+      (copy = calloc (nr + 1, sizeof *copy)) == NULL)
     goto error;
   for (i = 0; i < nr; i++)
     if ((copy[i] = strdup (names[i])) == NULL)
@@ -255,11 +262,14 @@ journal_start (struct journal *j, const char *dir, const char *node,
     close (j->fd);
   free_names (j->names, j->nr_names);
   free (j->path);
+  free (j->dir);
   j->fd = fd;
   j->path = path;
+  j->dir = dir_copy;
   j->names = copy;
   j->nr_names = nr;
   j->appended = j->synced = 0;
+  j->sync_error = 0;
   j->broken = false;
   return 0;
 
@@ -270,6 +280,7 @@ journal_start (struct journal *j, const char *dir, const char *node,
   if (copy)
     free_names (copy, nr);
   free (path);
+  free (dir_copy);
   state_buf_free (&hdr);
   errno = saved;
   return -1;
@@ -284,6 +295,10 @@ group_sync (struct journal *j, uint64_t seq)
   int r = 0;
 
   while (j->synced < seq && r == 0) {
+    if (j->sync_error) {
+      errno = j->sync_error;
+      return -1;
+    }
     if (j->syncing) {
       pthread_cond_wait (&j->synced_cond, &j->lock);
       continue;
@@ -294,7 +309,9 @@ group_sync (struct journal *j, uint64_t seq)
     r = fdatasync (j->fd);
     pthread_mutex_lock (&j->lock);
     j->syncing = false;
-    if (r == 0 && target > j->synced)
+    if (r == -1)
+      j->sync_error = errno ? errno : EIO;
+    else if (target > j->synced)
       j->synced = target;
     pthread_cond_broadcast (&j->synced_cond);
   }
@@ -339,8 +356,13 @@ journal_break (struct journal *j)
   int r = 0;
 
   pthread_mutex_lock (&j->lock);
+  /* Power: the removal is durable before any write goes on without its
+   * record, or a power cut brings back the journal that lacks it and
+   * the bitmaps load as consistent.  Writers wait on the lock.
+   */
   if (!j->broken) {
-    if (unlink (j->path) == -1 && errno != ENOENT)
+    if ((unlink (j->path) == -1 && errno != ENOENT) ||
+        (j->power && sync_dir (j->dir) == -1))
       r = -1;
     else {
       __atomic_store_n (&j->broken, true, __ATOMIC_RELEASE);
