@@ -4,7 +4,7 @@
 # The kill -9 loop of crash-safety (test-crash-safety.sh,
 # test-crash-power-cut.sh, bench/).
 #
-#     crash_loop.py FILTER TMP ROUNDS MODE [churn] [powercut] [report]
+#     crash_loop.py FILTER TMP ROUNDS MODE [churn] [powercut] [report] [quit]
 #
 # Each round starts nbdkit (file plugin, the checkpoint filter, state=
 # TMP/state, crash-safety=MODE) on the same disk and state, checks the
@@ -29,6 +29,9 @@
 # power cut would have left of it: only what was fsync'd (powercut.py).
 # The disk image keeps every write that reached it (the worst case for
 # the bitmaps: a disk whose data survived while the state's did not).
+# "quit": each round, once its checkpoint is made, nbdkit is stopped
+# cleanly (quit) and started again before the writes: the kill then
+# lands on state that a clean shutdown saved durably.
 # "report": count what the checks find instead of failing on it (for
 # crash-safety=process under a power cut, which promises nothing: it
 # relies on the boot id, which a simulated cut does not change).
@@ -49,10 +52,12 @@ import powercut
 FILTER, TMP, ROUNDS, MODE = sys.argv[1], sys.argv[2], int(sys.argv[3]), \
     sys.argv[4]
 OPTS = set(sys.argv[5:])
-check(OPTS <= {"churn", "powercut", "report"}, "options: %r" % sys.argv[5:])
+check(OPTS <= {"churn", "powercut", "report", "quit"},
+      "options: %r" % sys.argv[5:])
 CHURN = "churn" in OPTS
 POWERCUT = "powercut" in OPTS
 REPORT = "report" in OPTS
+QUIT = "quit" in OPTS
 # The disk (TMP/disk.img, made by the caller): CRASH_DISK_MB, 16 MiB
 # by default.  A larger one keeps first touches of clean chunks going
 # longer into each round, where power mode syncs.
@@ -142,13 +147,14 @@ def unchanged_chunks(m, name):
     return clean
 
 
-def problem(cond, msg):
-    """check(), or with "report" count and show the first few."""
+def problem(cond, msg, kind):
+    """check(), or with "report" count (by KIND) and show the first few."""
     if cond:
         return True
     if not REPORT:
         fail(msg)
     stats["problems"] += 1
+    stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
     if stats["problems"] <= 5:
         print("crash_loop: found: " + msg, flush=True)
     return False
@@ -162,7 +168,7 @@ seq = 0
 deleting = set()
 stats = {"rounds": 0, "in_flight": 0, "writes": 0, "checked": 0,
          "inconsistent": 0, "leftover": 0, "problems": 0, "cut": 0,
-         "dropped": {}}
+         "dropped": {}, "kinds": {}}
 
 
 def verify(m, rnd):
@@ -178,7 +184,8 @@ def verify(m, rnd):
         # A bitmap left by a checkpoint-delete that a kill cut short
         # (metadata is not crash-atomic yet: TODO): never trusted.
         problem(CHURN and b["inconsistent"], "round %d: bitmap %s is not a "
-                "checkpoint's: %r (checkpoints %r)" % (rnd, name, b, listed))
+                "checkpoint's: %r (checkpoints %r)" % (rnd, name, b, listed),
+                "left-over bitmap")
         stats["leftover"] += 1
         m.command("block-dirty-bitmap-remove", {"node": "d0", "name": name})
     for name, first in sorted(checkpoints.items()):
@@ -186,12 +193,13 @@ def verify(m, rnd):
             problem(name in deleting, "round %d: checkpoint %s is gone, "
                     "though its creation was answered and its deletion "
                     "never asked (crash-safety=%s, seed %d)"
-                    % (rnd, name, MODE, seed))
+                    % (rnd, name, MODE, seed), "checkpoint lost")
             continue
         b = infos[name]
         if b["inconsistent"]:
             problem(CHURN, "round %d: checkpoint %s is inconsistent after a "
-                    "kill -9 under crash-safety=%s: %r" % (rnd, name, MODE, b))
+                    "kill -9 under crash-safety=%s: %r" % (rnd, name, MODE, b),
+                    "inconsistent (detected)")
             stats["inconsistent"] += 1
             check(unchanged_chunks(m, name) is None,
                   "incremental from inconsistent %s accepted" % name)
@@ -200,14 +208,15 @@ def verify(m, rnd):
         if clean is None:
             # A later checkpoint of the chain is inconsistent.
             problem(CHURN, "round %d: incremental from %s refused"
-                    % (rnd, name))
+                    % (rnd, name), "inconsistent (detected)")
             stats["inconsistent"] += 1
             continue
         missing = sorted({s * SECTOR // GRAN for s, (r, q) in tags.items()
                           if q >= first} & clean)
         if problem(not missing, "round %d: checkpoint %s misses written "
                    "chunks %r (crash-safety=%s, seed %d)"
-                   % (rnd, name, missing[:20], MODE, seed)):
+                   % (rnd, name, missing[:20], MODE, seed),
+                   "missed writes (silent)"):
             stats["checked"] += 1
     for name in set(checkpoints) - set(listed):
         del checkpoints[name]
@@ -277,6 +286,13 @@ for rnd in range(1, ROUNDS + 1):
     for old in listed[:-3]:
         deleting.add(old)
         m.command("checkpoint-delete", {"name": old})
+    if QUIT:
+        m.command("quit")
+        p.wait()
+        check(p.returncode == 0, "nbdkit's exit status after quit: %d"
+              % p.returncode)
+        p = start()
+        m = connect(QMP)
     h = nbd.NBD()
     h.connect_uri(uri(SOCK))
     state = {"stop": False, "round": rnd, "inflight": 0}
@@ -324,7 +340,9 @@ if POWERCUT:
              ", ".join("%s %d" % kv for kv in sorted(stats["dropped"].items()))
              or "nothing"), flush=True)
 if REPORT:
-    print("crash_loop: %d problems found (reported, not failed)"
-          % stats["problems"], flush=True)
+    print("crash_loop: %d problems found (reported, not failed): %s"
+          % (stats["problems"],
+             ", ".join("%s %d" % kv for kv in sorted(stats["kinds"].items()))
+             or "none"), flush=True)
 check(stats["in_flight"] > 0 or ROUNDS < 3,
       "no kill landed with writes in flight")

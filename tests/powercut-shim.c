@@ -15,8 +15,9 @@
  * un-synced directory changes lost):
  *
  *   S/data/ID   the content of file ID as of its last fsync or
- *               fdatasync (or sync, syncfs), or as it was at start-up;
- *   S/dir       DIR's entries as of its last fsync (or at start-up):
+ *               fdatasync (or sync, syncfs), or as it was when S was
+ *               made (at the first start on it);
+ *   S/dir       DIR's entries as of its last fsync (or when S was made):
  *               one line per entry, "HEXNAME TYPE ID MODE", TYPE f
  *               (a regular file) or d (a directory, kept empty).
  *
@@ -388,7 +389,9 @@ openat64 (int dfd, const char *path, int flags, ...)
   return check_open (real_openat64 (dfd, path, flags, mode), flags);
 }
 
-/* Start-up: everything in DIR is durable (the previous cut left it). */
+/* Start-up: everything in DIR is durable (the previous cut left it),
+ * unless S already holds an image.
+ */
 static void __attribute__ ((constructor))
 powercut_init (void)
 {
@@ -423,7 +426,12 @@ powercut_init (void)
   if ((mkdir (shadow, 0700) == -1 && errno != EEXIST) ||
       (mkdir (data, 0700) == -1 && errno != EEXIST))
     die ("creating %s: %m", data);
-  image_dir (true);
+  /* A restart without a cut (after a clean quit) goes on with the
+   * image as it is.
+   */
+  snprintf (data, sizeof data, "%s/dir", shadow);
+  if (access (data, F_OK) == -1)
+    image_dir (true);
   /* nbdkit alone: a program it runs must not take the image over. */
   unsetenv ("POWERCUT_DIR");
 }

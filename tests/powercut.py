@@ -7,6 +7,8 @@
 #     env = powercut.environ(shim, state, shadow)   # for the process
 #     dropped = powercut.cut(state, shadow)         # after its SIGKILL
 #
+# The shim makes SHADOW at its first start on it (all of STATE durable
+# then) and a later start goes on with it; cut() removes it.
 # cut() returns what the cut took away from the directory as the killed
 # process left it in the page cache: {name: why}, why being "lost" (the
 # entry was not durable), "rolled back" (the file's content differs from
@@ -23,8 +25,6 @@ def environ(shim, state, shadow, base=None):
     env["LD_PRELOAD"] = (pre + " " + shim).strip()
     env["POWERCUT_DIR"] = state
     env["POWERCUT_SHADOW"] = shadow
-    if os.path.exists(shadow):
-        shutil.rmtree(shadow)
     return env
 
 
