@@ -35,12 +35,17 @@ struct journal {
   size_t nr_names;
   char *path;                   /* of the started journal */
   struct next_journal *next;    /* prepared, not yet switched to */
+  char *dir;                    /* its directory */
   bool broken;                  /* journal_break: appends do nothing */
   /* Group commit (power): records appended and records synced. */
   pthread_mutex_t lock;
   pthread_cond_t synced_cond;
   uint64_t appended, synced;
   bool syncing;
+  /* A failed fdatasync: every append fails until the next start (a
+   * later fdatasync may succeed with the failed pages still lost).
+   */
+  int sync_error;
 };
 
 struct journal *
@@ -71,6 +76,7 @@ free_names (char **names, size_t nr)
 struct next_journal {
   int fd;
   char *path;                   /* its final path */
+  char *dir;
   char **names;
   size_t nr;
 };
@@ -83,6 +89,7 @@ drop_next (struct journal *j)
   if (j->next->fd >= 0)
     close (j->next->fd);
   free (j->next->path);
+  free (j->next->dir);
   free_names (j->next->names, j->next->nr);
   free (j->next);
   j->next = NULL;
@@ -98,6 +105,7 @@ journal_free (struct journal *j)
   drop_next (j);
   free_names (j->names, j->nr_names);
   free (j->path);
+  free (j->dir);
   pthread_mutex_destroy (&j->lock);
   pthread_cond_destroy (&j->synced_cond);
   free (j);
@@ -259,8 +267,9 @@ journal_prepare (struct journal *j, const char *dir, const char *node,
   if (asprintf (&at, "%s/%s", dir, file) == -1)
     at = NULL;
   nx->path = path_of (dir, "", node, "");
+  nx->dir = strdup (dir);
   nx->names = calloc (nr + 1, sizeof *nx->names);
-  if (at == NULL || nx->path == NULL || nx->names == NULL)
+  if (at == NULL || nx->path == NULL || nx->dir == NULL || nx->names == NULL)
     goto error;
   for (i = 0; i < nr; i++, nx->nr++)
     if ((nx->names[i] = strdup (names[i])) == NULL)
@@ -299,11 +308,14 @@ journal_switch (struct journal *j)
     close (j->fd);
   free_names (j->names, j->nr_names);
   free (j->path);
+  free (j->dir);
   j->fd = nx->fd;
   j->path = nx->path;
+  j->dir = nx->dir;
   j->names = nx->names;
   j->nr_names = nx->nr;
   j->appended = j->synced = 0;
+  j->sync_error = 0;
   j->broken = false;
   free (nx);
   j->next = NULL;
@@ -352,6 +364,10 @@ group_sync (struct journal *j, uint64_t seq)
   int r = 0;
 
   while (j->synced < seq && r == 0) {
+    if (j->sync_error) {
+      errno = j->sync_error;
+      return -1;
+    }
     if (j->syncing) {
       pthread_cond_wait (&j->synced_cond, &j->lock);
       continue;
@@ -362,7 +378,9 @@ group_sync (struct journal *j, uint64_t seq)
     r = fdatasync (j->fd);
     pthread_mutex_lock (&j->lock);
     j->syncing = false;
-    if (r == 0 && target > j->synced)
+    if (r == -1)
+      j->sync_error = errno ? errno : EIO;
+    else if (target > j->synced)
       j->synced = target;
     pthread_cond_broadcast (&j->synced_cond);
   }
@@ -407,8 +425,13 @@ journal_break (struct journal *j)
   int r = 0;
 
   pthread_mutex_lock (&j->lock);
+  /* Power: the removal is durable before any write goes on without its
+   * record, or a power cut brings back the journal that lacks it and
+   * the bitmaps load as consistent.  Writers wait on the lock.
+   */
   if (!j->broken) {
-    if (unlink (j->path) == -1 && errno != ENOENT)
+    if ((unlink (j->path) == -1 && errno != ENOENT) ||
+        (j->power && sync_dir (j->dir) == -1))
       r = -1;
     else {
       __atomic_store_n (&j->broken, true, __ATOMIC_RELEASE);
