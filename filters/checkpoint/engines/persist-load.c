@@ -117,8 +117,9 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i,
   state_get_string (r, &name);
   state_get_u32 (r, &granularity);
   state_get_u8 (r, &flags);
+  /* A name twice on one node: they would share bits files. */
   if (r->err || granularity < BITMAP_MIN_GRANULARITY ||
-      (granularity & (granularity - 1)))
+      (granularity & (granularity - 1)) || bitmaps_find (n, name))
     return NULL;
   d = calloc (1, sizeof *d);
   if (d == NULL)
