@@ -6,7 +6,9 @@
  * of persist.c): the checkpoints file, node.NODE's bitmap records, the
  * bits files and, for a node not saved cleanly, its journal.  The
  * filter's core is linked in without nbdkit (as core/test-core is),
- * with persistence in crash-safety=process mode.
+ * with persistence in crash-safety=process mode, or the mode
+ * FUZZ_CRASH_SAFETY names (process, power or none: one per run, as the
+ * filter's subscriptions are made once).
  *
  * Input: a flags byte, then files, each a selector byte, a 2-byte
  * little-endian length and that many bytes (cut at the end):
@@ -120,7 +122,17 @@ int
 LLVMFuzzerInitialize (int *argc, char ***argv)
 {
   const char *t = getenv ("TMPDIR");
+  const char *m = getenv ("FUZZ_CRASH_SAFETY");
+  enum crash_safety mode = CRASH_SAFETY_PROCESS;
 
+  if (m && strcmp (m, "none") == 0)
+    mode = CRASH_SAFETY_NONE;
+  else if (m && strcmp (m, "power") == 0)
+    mode = CRASH_SAFETY_POWER;
+  else if (m && strcmp (m, "process") != 0) {
+    fprintf (stderr, "FUZZ_CRASH_SAFETY=%s: process, power or none\n", m);
+    exit (EXIT_FAILURE);
+  }
   verbose = getenv ("FUZZ_VERBOSE") != NULL;
   snprintf (dir, sizeof dir, "%s/fuzz-persist-XXXXXX", t && *t ? t : "/tmp");
   if (mkdtemp (dir) == NULL) {
@@ -128,7 +140,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
     exit (EXIT_FAILURE);
   }
   atexit (cleanup);
-  if (persist_start (dir, CRASH_SAFETY_PROCESS) == -1)
+  if (persist_start (dir, mode) == -1)
     exit (EXIT_FAILURE);
   return 0;
 }
