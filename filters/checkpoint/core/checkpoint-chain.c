@@ -4,6 +4,7 @@
 /* The checkpoint chain (see checkpoint-chain.h). */
 #include <config.h>
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -696,8 +697,14 @@ checkpoints_restore (const char *name, const char *parent,
                      const char *description, int64_t ctime,
                      string_vector *disks)
 {
-  struct checkpoint *c = calloc (1, sizeof *c);
+  struct checkpoint *c;
 
+  if (checkpoints_find (name) != NULL) {
+    string_vector_free_all (disks);
+    errno = EEXIST;
+    return -1;
+  }
+  c = calloc (1, sizeof *c);
   if (c == NULL) {
     string_vector_free_all (disks);
     return -1;

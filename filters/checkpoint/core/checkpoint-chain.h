@@ -86,7 +86,8 @@ extern int checkpoints_set_pending (struct txn *t, struct checkpoint *c,
                                     bool pending, struct qmp_error *err);
 
 /* Loading state: add a checkpoint as it was saved (no bitmaps made),
- * taking over DISKS (emptied, also on error).
+ * taking over DISKS (emptied, also on error).  -1 with errno EEXIST
+ * if NAME is taken (a file that says so is malformed), ENOMEM.
  */
 extern int checkpoints_restore (const char *name, const char *parent,
                                 const char *description, int64_t ctime,

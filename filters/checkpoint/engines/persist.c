@@ -750,6 +750,7 @@ persist_load_checkpoints (void)
   struct state_reader r;
   size_t len;
   uint32_t nr = 0, i;
+  bool bad = false;
 
   if (!state_dir)
     return 0;
@@ -764,13 +765,13 @@ persist_load_checkpoints (void)
   }
   state_reader_init (&r, data, len);
   state_get_u32 (&r, &nr);
-  for (i = 0; i < nr && r.err == 0; i++)
-    if (load_one_checkpoint (&r) == -1)
-      break;
+  /* One that is refused (a name twice, ENOMEM) loses them all. */
+  for (i = 0; i < nr && !bad; i++)
+    bad = load_one_checkpoint (&r) == -1;
   state_get_string (&r, &current);
-  if (r.err == 0 && r.left > 0)
+  if (!bad && r.err == 0 && r.left > 0)
     load_pending (&r);
-  if (r.err || state_reader_end (&r) == -1) {
+  if (bad || r.err || state_reader_end (&r) == -1) {
     checkpoints_free_all ();
     nbdkit_error ("checkpoint: %s/checkpoints is malformed: checkpoints "
                   "are lost", state_dir);
