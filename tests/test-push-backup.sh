@@ -301,10 +301,6 @@ def _():
     [c] = [e["data"] for e in m.events if e["event"] == "BLOCK_JOB_COMPLETED"]
     check(c["error"] == "No space left on device" and c["len"] == $SIZE,
           "BLOCK_JOB_COMPLETED of jf: %r" % c)
-    expect_error(m, "drive-backup", {"job-id": "jg", "device": "sda",
-                 "target": tmp + "/tg.raw", "sync": "full",
-                 "on-target-error": "stop"},
-                 "on-target-error 'stop' is not supported yet")
 
 @section("a chain: full + 2 incrementals, restored and compared")
 def _():

@@ -36,21 +36,19 @@ parse_enum (json_t *args, const char *name, const char *const *names,
   return false;
 }
 
-/* Of QEMU's error policies only report (the default) is implemented. */
+/* QEMU's BlockdevOnError (enum push_on_error, in its order). */
 static bool
-check_error_policy (json_t *args, const char *name, struct qmp_error *err)
+parse_error_policy (json_t *args, const char *name, enum push_on_error *p,
+                    struct qmp_error *err)
 {
   static const char *const policies[] = {
     "report", "ignore", "enospc", "stop", "auto", NULL
   };
-  int p = 0;
+  int v = PUSH_ON_ERROR_REPORT;
 
-  if (!parse_enum (args, name, policies, &p, err))
+  if (!parse_enum (args, name, policies, &v, err))
     return false;
-  if (p != 0) {
-    qmp_error (err, "%s '%s' is not supported yet", name, policies[p]);
-    return false;
-  }
+  *p = v;
   return true;
 }
 
@@ -95,8 +93,10 @@ drive_backup_action (struct txn *t, json_t *args, struct qmp_error *err)
                spec.device);
     return NULL;
   }
-  if (!check_error_policy (args, "on-source-error", err) ||
-      !check_error_policy (args, "on-target-error", err))
+  if (!parse_error_policy (args, "on-source-error", &spec.on_source_error,
+                          err) ||
+      !parse_error_policy (args, "on-target-error", &spec.on_target_error,
+                          err))
     return NULL;
   spec.sync = sync;
   spec.bitmap_mode = bmode;
@@ -132,8 +132,15 @@ static const struct qmp_arg drive_backup_args[] = {
     "\"on-success\", \"always\" or \"never\": what becomes of bitmap "
     "when the job ends, as QEMU's table says." },
   { "compress", QMP_BOOL, true, "false only." },
-  { "on-source-error", QMP_STR, true, "\"report\" only." },
-  { "on-target-error", QMP_STR, true, "\"report\" only." },
+  { "on-source-error", QMP_STR, true,
+    "What a failed read of the frozen view does: \"report\" (the "
+    "default: the job fails), \"ignore\" (BLOCK_JOB_ERROR, and the "
+    "chunk is copied again, as QEMU 7.2 does), \"stop\" (the job "
+    "pauses with io-status failed, or nospace for ENOSPC; job-resume "
+    "copies the chunk again), \"enospc\" and \"auto\" (stop on "
+    "ENOSPC, report otherwise)." },
+  { "on-target-error", QMP_STR, true,
+    "The same for a failed write of the target." },
   { "auto-finalize", QMP_BOOL, true, "true only." },
   { "auto-dismiss", QMP_BOOL, true,
     "true (the default): the job goes away once concluded; false: it "
