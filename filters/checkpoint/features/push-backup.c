@@ -907,6 +907,16 @@ push_free (struct job *job)
   push_release ((struct push_backup *) job, false);
 }
 
+/* auto-finalize false: the job waits in pending for job-finalize,
+ * which applies the bitmap's result (QEMU's BLOCK_JOB_PENDING).
+ */
+static void
+push_pending (struct job *job)
+{
+  qmp_emit_event ("BLOCK_JOB_PENDING",
+                  json_pack ("{s:s,s:s}", "type", "backup", "id", job->id));
+}
+
 /* QEMU's block_job_user_resume resets the io-status. */
 static void
 push_resumed (struct job *job)
@@ -922,6 +932,7 @@ static const struct job_driver push_driver = {
   .commit = push_commit,
   .abort = push_abort,
   .clean = push_clean,
+  .pending = push_pending,
   .resumed = push_resumed,
   .free = push_free,
 };
@@ -1105,11 +1116,6 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
 
   if (n == NULL || check_sync (spec, n, &mode, err) == -1)
     return -1;
-  /* BLOCK_JOB_PENDING needs a hook of the job engine at pending. */
-  if (!spec->auto_finalize) {
-    qmp_error (err, "auto-finalize=false is not supported yet");
-    return -1;
-  }
   if (backend == NULL) {
     qmp_error (err, "Push backups are not available before the disks are");
     return -1;

@@ -141,7 +141,10 @@ static const struct qmp_arg drive_backup_args[] = {
     "ENOSPC, report otherwise)." },
   { "on-target-error", QMP_STR, true,
     "The same for a failed write of the target." },
-  { "auto-finalize", QMP_BOOL, true, "true only." },
+  { "auto-finalize", QMP_BOOL, true,
+    "true (the default): the job finishes by itself; false: it stops "
+    "in pending (BLOCK_JOB_PENDING) until job-finalize, which applies "
+    "the bitmap's result and ends it (job-cancel there cancels it)." },
   { "auto-dismiss", QMP_BOOL, true,
     "true (the default): the job goes away once concluded; false: it "
     "stays concluded until job-dismiss." },
@@ -274,7 +277,8 @@ static const struct qmp_command commands[] = {
     "the disk is frozen by copy-before-write at this instant, the copy "
     "skips holes and zeros of the frozen view, and guest writes go on.  "
     "Also a transaction action (completion-mode grouped: the jobs end "
-    "together).  Events: JOB_STATUS_CHANGE, BLOCK_JOB_COMPLETED, "
+    "together).  Events: JOB_STATUS_CHANGE, BLOCK_JOB_PENDING, "
+    "BLOCK_JOB_COMPLETED, "
     "BLOCK_JOB_CANCELLED, BLOCK_JOB_ERROR.",
     "{}.",
     "QEMU's validation texts (e.g. \"must provide a valid bitmap name "
