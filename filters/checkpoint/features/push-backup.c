@@ -34,8 +34,9 @@
 
 /* The jobs of one transaction with completion-mode grouped: they end
  * together.  A member that fails or is cancelled cancels the others;
- * one that has copied everything waits (still running) until every
- * member has, so that none is committed while another may still fail.
+ * one that has copied everything waits (in state waiting, as QEMU's)
+ * until every member has, so that none is committed while another may
+ * still fail.
  * The member list changes under the monitor lock; the counts under
  * the group's lock.
  */
@@ -183,6 +184,8 @@ group_done (struct push_backup *p, int r)
     qmp_unlock ();
     return r;
   }
+  /* Done: it waits for the others in QEMU's state waiting. */
+  job_enter_waiting (&p->job);
   for (;;) {
     bool over;
     pthread_mutex_lock (&g->lock);
