@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
 # Push backup jobs: on-source-error and on-target-error as QEMU 7.2
 # (checked against qemu-storage-daemon by hand): stop pauses the job
 # with BLOCK_JOB_ERROR action stop and io-status failed (nospace for

@@ -22,6 +22,7 @@
 #include "engines/snapshot-access.h"
 #include "features/push-backup.h"
 #include "features/push-target.h"
+#include "features/node-target.h"
 
 /* The copy goes by requests of this size (block status is asked per
  * request too).
@@ -57,7 +58,8 @@ struct push_backup {
   char *export;                 /* what the job's context opens */
   struct cbw *cbw;
   bool attached;                /* the cbw intercepts writes */
-  struct push_target *target;
+  struct push_target *target;  /* drive-backup's */
+  struct node_target *tnode;    /* blockdev-backup's */
   bool target_new;              /* reads as zeros: need not write them */
   uint64_t speed;               /* atomic; bytes/s, 0: unlimited */
   unsigned speed_gen;           /* atomic; bumped by set-speed */
@@ -225,9 +227,12 @@ push_backups_use_node (const struct node *n)
 {
   struct job *j;
 
-  for (j = jobs_first (); j; j = j->next)
-    if (job_is_push_backup (j) && ((struct push_backup *) j)->node == n)
+  for (j = jobs_first (); j; j = j->next) {
+    struct push_backup *p = (struct push_backup *) j;
+    if (job_is_push_backup (j) &&
+        (p->node == n || (p->tnode && node_target_node (p->tnode) == n)))
       return true;
+  }
   return false;
 }
 
@@ -303,6 +308,14 @@ io_error (struct push_backup *p, bool write, int errnum)
   error_event (p, write, "report");
 }
 
+static int
+target_write (struct push_backup *p, const void *buf, size_t n,
+              uint64_t offset)
+{
+  return p->tnode ? node_target_write (p->tnode, buf, n, offset)
+    : push_target_write (p->target, buf, n, offset);
+}
+
 static bool
 is_zero (const char *buf, size_t n)
 {
@@ -318,7 +331,7 @@ write_data (struct push_backup *p, const char *buf, size_t n, uint64_t offset)
   size_t pos = 0, run;
 
   if (!p->target_new)
-    return push_target_write (p->target, buf, n, offset);
+    return target_write (p, buf, n, offset);
   while (pos < n) {
     size_t len = MIN (n - pos, ZERO_PIECE);
     if (is_zero (buf + pos, len)) {
@@ -330,7 +343,7 @@ write_data (struct push_backup *p, const char *buf, size_t n, uint64_t offset)
       if (is_zero (buf + run, len))
         break;
     }
-    if (push_target_write (p->target, buf + pos, run - pos,
+    if (target_write (p, buf + pos, run - pos,
                            offset + pos) == -1)
       return -1;
     pos = run;
@@ -351,7 +364,8 @@ copy_extent (struct push_backup *p, nbdkit_next *next, char *buf,
   if (type & NBDKIT_EXTENT_ZERO) {
     if (p->target_new)
       return 0;
-    return push_target_zero (p->target, offset, n) == -1 ? errno : 0;
+    return (p->tnode ? node_target_zero (p->tnode, offset, n)
+            : push_target_zero (p->target, offset, n)) == -1 ? errno : 0;
   }
   if (snapshot_pread (p->cbw, next, buf, n, offset, &err) == -1) {
     *write = false;
@@ -724,7 +738,8 @@ copy_all (struct push_backup *p, nbdkit_next *next)
   chunks_reset (&pool.retry);
   if (err)
     return err;
-  if (push_target_flush (p->target) == -1) {
+  if ((p->tnode ? node_target_flush (p->tnode)
+       : push_target_flush (p->target)) == -1) {
     err = errno;
     io_error (p, true, err);
     return err;
@@ -782,6 +797,8 @@ let_go (struct push_backup *p)
     cbw_discard (p->cbw);
   push_target_close (p->target, false);
   p->target = NULL;
+  node_target_close (p->tnode);
+  p->tnode = NULL;
   if (p->bitmap) {
     p->bitmap->users--;
     p->bitmap = NULL;
@@ -896,6 +913,7 @@ push_release (struct push_backup *p, bool discard_target)
 {
   cbw_free (p->cbw);
   push_target_close (p->target, discard_target);
+  node_target_close (p->tnode);
   bitmap_free (p->frozen);
   bitmap_free (p->todo);
   bitmap_free (p->copied);
@@ -1020,11 +1038,43 @@ check_sync (const struct push_backup_spec *spec, struct node *n,
   }
 }
 
+/* blockdev-backup's target: another node of the same size, in no
+ * other job (QEMU's texts).
+ */
+static int
+open_target_node (struct push_backup *p, const struct push_backup_spec *spec,
+                  struct node *src, struct qmp_error *err)
+{
+  struct node *n = nodes_lookup (spec->target_node, err);
+
+  if (n == NULL)
+    return -1;
+  if (n == src) {
+    qmp_error (err, "Source and target cannot be the same");
+    return -1;
+  }
+  if (push_backups_use_node (n)) {
+    qmp_error (err, "Node '%s' is busy: block device is in use by block "
+               "job: backup", n->name);
+    return -1;
+  }
+  if (n->size != src->size) {
+    qmp_error (err, "Source and target image have different sizes");
+    return -1;
+  }
+  p->tnode = node_target_open (n, backend, set_open_export, err);
+  return p->tnode ? 0 : -1;
+}
+
 /* The target: raw only. */
 static int
 open_target (struct push_backup *p, const struct push_backup_spec *spec,
-             uint64_t size, struct qmp_error *err)
+             struct node *src, struct qmp_error *err)
 {
+  uint64_t size = src->size;
+
+  if (spec->target_node)
+    return open_target_node (p, spec, src, err);
   if (spec->format && strcmp (spec->format, "raw") != 0) {
     qmp_error (err, "Format '%s' is not supported: drive-backup writes raw "
                "images only; to write %s, push to qemu-nbd (an nbd:// "
@@ -1117,7 +1167,9 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
   struct cbw_owner owner;
   struct bitmap *needed = NULL;
 
-  if (n == NULL || check_sync (spec, n, &mode, err) == -1)
+  if (n == NULL ||
+      (spec->target_node && nodes_lookup (spec->target_node, err) == NULL) ||
+      check_sync (spec, n, &mode, err) == -1)
     return -1;
   if (backend == NULL) {
     qmp_error (err, "Push backups are not available before the disks are");
@@ -1150,7 +1202,7 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
     push_discard (p);
     return -1;
   }
-  if (open_target (p, spec, n->size, err) == -1) {
+  if (open_target (p, spec, n, err) == -1) {
     push_discard (p);
     return -1;
   }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause
  * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
  */
-/* Push backup jobs (QEMU's drive-backup): a job (engines/job.h) that
+/* Push backup jobs (QEMU's drive-backup and blockdev-backup): a job (engines/job.h) that
  * copies a disk as it was when the job was created to a target, while
  * the guest goes on writing.  The freeze is the copy-before-write of
  * pull backups (engines/cbw.h), made inside a txn with every node's
@@ -51,7 +51,8 @@ enum push_on_error { PUSH_ON_ERROR_REPORT, PUSH_ON_ERROR_IGNORE,
 struct push_backup_spec {
   const char *job_id;           /* NULL: not given */
   const char *device;           /* node name */
-  const char *target;           /* file path */
+  const char *target;           /* drive-backup: a file path or NBD URI */
+  const char *target_node;      /* blockdev-backup: a node; else NULL */
   const char *format;           /* NULL: raw */
   bool existing;                /* mode=existing: do not create */
   enum push_sync sync;
