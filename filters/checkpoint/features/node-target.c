@@ -23,6 +23,7 @@ struct node_target {
   struct node *node;
   nbdkit_next *next;
   bool can_zero;                /* else zeros are written as data */
+  bool direct;                  /* see node_target_set_direct */
 };
 
 struct node_target *
@@ -80,6 +81,12 @@ node_target_node (const struct node_target *t)
   return t->node;
 }
 
+void
+node_target_set_direct (struct node_target *t)
+{
+  t->direct = true;
+}
+
 /* The node's write path (as a guest write): bitmaps, hooks, the
  * write itself.  ZERO: BUF is NULL, write zeros.
  */
@@ -89,6 +96,14 @@ write_piece (struct node_target *t, const void *buf, uint32_t count,
 {
   int err = 0, r;
 
+  if (t->direct) {
+    r = buf ? t->next->pwrite (t->next, buf, count, offset, 0, &err)
+            : t->next->zero (t->next, count, offset, NBDKIT_FLAG_MAY_TRIM,
+                             &err);
+    if (r == -1)
+      errno = err ? err : EIO;
+    return r;
+  }
   if (node_write_begin (t->node, offset, count) == -1)
     return -1;
   if (node_run_write_hooks (t->node, t->next, offset, count, &err) == -1) {

@@ -33,6 +33,13 @@ extern struct node_target *node_target_open (struct node *n,
                                              struct qmp_error *err);
 extern void node_target_close (struct node_target *t);
 extern struct node *node_target_node (const struct node_target *t);
+/* From now on write the node's plugin context directly, not by the
+ * node's write path: for writes made inside a guest write of another
+ * node (sync none), which holds that node's barrier, so that taking
+ * this one's could deadlock with a txn raising every barrier.  The
+ * target's bitmaps then do not see these writes.
+ */
+extern void node_target_set_direct (struct node_target *t);
 
 /* -1 with errno. */
 extern int node_target_write (struct node_target *t, const void *buf,

@@ -23,6 +23,7 @@
 #include "features/push-backup.h"
 #include "features/push-target.h"
 #include "features/node-target.h"
+#include "features/push-fleece.h"
 
 /* The copy goes by requests of this size (block status is asked per
  * request too).
@@ -56,8 +57,10 @@ struct push_backup {
   char *label;                  /* "job ID", in messages */
   struct node *node;            /* NULL once the job let go of it */
   char *export;                 /* what the job's context opens */
-  struct cbw *cbw;
-  bool attached;                /* the cbw intercepts writes */
+  struct cbw *cbw;              /* NULL for sync none */
+  struct push_fleece *fleece;   /* sync none's, else NULL */
+  uint64_t fleece_bytes;        /* atomic: what sync none has saved */
+  bool attached;                /* the cbw or fleece intercepts writes */
   struct push_target *target;  /* drive-backup's */
   struct node_target *tnode;    /* blockdev-backup's */
   bool target_new;              /* reads as zeros: need not write them */
@@ -748,12 +751,57 @@ copy_all (struct push_backup *p, nbdkit_next *next)
   return __atomic_load_n (&p->cbw_errno, __ATOMIC_SEQ_CST);
 }
 
+/* sync none: the fleece saves old data into the target (under its
+ * lock) as guest writes come; progress is what it has saved.
+ */
+static int
+fleece_write (void *opaque, const void *buf, size_t n, uint64_t offset)
+{
+  struct push_backup *p = opaque;
+  uint64_t done;
+
+  if (write_data (p, buf, n, offset) == -1)
+    return -1;
+  done = __atomic_add_fetch (&p->fleece_bytes, n, __ATOMIC_SEQ_CST);
+  job_progress (&p->job, done, p->job.progress_total);
+  return 0;
+}
+
+/* sync none's run: nothing to copy; it lasts until cancelled (or a
+ * save fails).
+ */
+static int
+run_fleece (struct push_backup *p)
+{
+  int r;
+
+  for (;;) {
+    job_pause_point (&p->job);
+    if (job_is_cancelled (&p->job)) {
+      r = ECANCELED;
+      break;
+    }
+    if ((r = push_fleece_error (p->fleece)) != 0)
+      break;
+    nanosleep (&(struct timespec) { .tv_nsec = 20000000 }, NULL);
+  }
+  push_fleece_stop (p->fleece);
+  __atomic_store_n (&p->done, true, __ATOMIC_SEQ_CST);
+  if ((p->tnode ? node_target_flush (p->tnode)
+       : push_target_flush (p->target)) == -1)
+    nbdkit_error ("checkpoint: %s: flushing the target: %m", p->label);
+  return r;
+}
+
 static int
 push_run (struct job *job)
 {
   struct push_backup *p = (struct push_backup *) job;
   nbdkit_next *next;
   int r = EIO;
+
+  if (p->fleece)
+    return group_done (p, run_fleece (p));
 
   if (set_open_export)
     set_open_export (p->export);
@@ -785,10 +833,15 @@ static void
 let_go (struct push_backup *p)
 {
   __atomic_store_n (&p->done, true, __ATOMIC_SEQ_CST);
+  if (p->fleece)
+    push_fleece_stop (p->fleece);
   if (p->attached) {
     if (!barrier_held)
       nodes_barrier_raise ();
-    cbw_detach (p->cbw);
+    if (p->fleece)
+      push_fleece_detach (p->fleece);
+    else
+      cbw_detach (p->cbw);
     if (!barrier_held)
       nodes_barrier_lower ();
     p->attached = false;
@@ -912,6 +965,7 @@ static void
 push_release (struct push_backup *p, bool discard_target)
 {
   cbw_free (p->cbw);
+  push_fleece_free (p->fleece);
   push_target_close (p->target, discard_target);
   node_target_close (p->tnode);
   bitmap_free (p->frozen);
@@ -1026,16 +1080,14 @@ check_sync (const struct push_backup_spec *spec, struct node *n,
   case PUSH_SYNC_FULL:
   case PUSH_SYNC_INCREMENTAL:
   case PUSH_SYNC_BITMAP:
+  case PUSH_SYNC_NONE:
     return 0;
   case PUSH_SYNC_TOP:
     qmp_error (err, "sync mode 'top' is not supported: the disks have no "
                "backing chain (use 'full')");
     return -1;
-  default:
-    qmp_error (err, "sync mode '%s' is not supported yet",
-               sync_name (spec->sync));
-    return -1;
   }
+  abort ();
 }
 
 /* blockdev-backup's target: another node of the same size, in no
@@ -1220,10 +1272,21 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
     push_discard (p);
     return -1;
   }
-  p->cbw = cbw_new (n, needed, CBW_BREAK_SNAPSHOT, &owner, scratch_dir, err);
-  if (p->cbw)
-    cbw_set_copied (p->cbw, p->copied);
-  if (p->cbw == NULL ||
+  if (spec->sync == PUSH_SYNC_NONE) {
+    /* Straight into the target, from inside the source's guest
+     * writes: a target node is written directly (node-target.h).
+     */
+    if (p->tnode)
+      node_target_set_direct (p->tnode);
+    p->fleece = push_fleece_new (n, fleece_write, p, err);
+  }
+  else {
+    p->cbw = cbw_new (n, needed, CBW_BREAK_SNAPSHOT, &owner, scratch_dir,
+                      err);
+    if (p->cbw)
+      cbw_set_copied (p->cbw, p->copied);
+  }
+  if ((p->cbw == NULL && p->fleece == NULL) ||
       job_create (&p->job, &push_driver, spec->job_id ? spec->job_id : "",
                   spec->auto_finalize, spec->auto_dismiss, err) == -1) {
     push_discard (p);
@@ -1253,7 +1316,8 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
   }
   if (p->bitmap)
     p->bitmap->users++;
-  if (cbw_attach (p->cbw, err) == -1) {
+  if (p->fleece ? push_fleece_attach (p->fleece, err) == -1
+      : cbw_attach (p->cbw, err) == -1) {
     create_undo (p);
     return -1;
   }

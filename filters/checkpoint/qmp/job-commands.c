@@ -146,7 +146,10 @@ static const struct qmp_arg drive_backup_args[] = {
   { "sync", QMP_STR, false,
     "\"full\" (the whole disk), \"incremental\" (the chunks dirty in "
     "bitmap; bitmap-mode on-success), \"bitmap\" (likewise, with an "
-    "explicit bitmap-mode); \"none\" and \"top\" are refused." },
+    "explicit bitmap-mode), \"none\" (no copy: before a guest write "
+    "changes a 64 KiB cluster the first time, its old data goes to the "
+    "target; runs until cancelled); \"top\" is refused (no backing "
+    "chains)." },
   { "speed", QMP_INT, true,
     "A limit in bytes per second (0: none); the first chunk is not "
     "limited." },
@@ -187,7 +190,10 @@ static const struct qmp_arg blockdev_backup_args[] = {
   { "sync", QMP_STR, false,
     "\"full\" (the whole disk), \"incremental\" (the chunks dirty in "
     "bitmap; bitmap-mode on-success), \"bitmap\" (likewise, with an "
-    "explicit bitmap-mode); \"none\" and \"top\" are refused." },
+    "explicit bitmap-mode), \"none\" (no copy: before a guest write "
+    "changes a 64 KiB cluster the first time, its old data goes to the "
+    "target; runs until cancelled); \"top\" is refused (no backing "
+    "chains)." },
   { "speed", QMP_INT, true,
     "A limit in bytes per second (0: none); the first chunk is not "
     "limited." },
