@@ -12,6 +12,9 @@
 # the writes made during the job; then it is sped up, or cancelled.
 # A target that fails (/dev/full) leaves the bitmap as it was before
 # the job, in every mode (nothing was copied, nothing written since).
+# With auto-finalize false, both stop in pending with BLOCK_JOB_PENDING
+# and apply bitmap-mode at job-finalize (or cancel in pending), with
+# the same events (QEMU's drain blips left out) and bitmaps.
 source "${srcdir:-$(dirname "$0")}/functions.sh"
 set -e
 set -x
@@ -136,6 +139,107 @@ run("full", "on-success", "success")
 run("full", "always", "success")
 run("full", "on-success", "cancel")
 run("incremental", "on-success", "success")
+
+def job_events(m, job):
+    """The job's events, QEMU's drain blips (paused, running with no
+    user pause) left out."""
+    out = []
+    for ev in m.events:
+        d = ev.get("data", {})
+        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
+            out.append(d["status"])
+        elif ev["event"].startswith("BLOCK_JOB_") and (
+                d.get("device") == job or d.get("id") == job):
+            out.append(ev["event"])
+    while "paused" in out:
+        i = out.index("paused")
+        check(out[i + 1] == "running", "a pause that is no blip: %r" % out)
+        del out[i:i + 2]
+    return out
+
+def wait_status(m, job, status):
+    t = time.monotonic()
+    while True:
+        js = [j for j in m.command("query-jobs") if j["id"] == job]
+        if js and js[0]["status"] == status:
+            return js[0]
+        check(time.monotonic() - t < 30, "job %s never %s" % (job, status))
+        time.sleep(0.02)
+
+# auto-finalize=false, auto-dismiss=false: the job waits in pending
+# (BLOCK_JOB_PENDING); the bitmap stays busy and goes on recording
+# until job-finalize applies bitmap-mode (or job-cancel there cancels
+# the job); then job-dismiss.
+def run_manual(sync, mode, end):
+    global n
+    n += 1
+    name, job = "m%d" % n, "jm%d" % n
+    title = "manual sync=%s bitmap-mode=%s %s" % (sync, mode, end)
+    print("---", title, flush=True)
+    for m in (q, o):
+        m.command("block-dirty-bitmap-add", {"node": "d0", "name": name,
+                                             "granularity": 65536})
+        m.events.clear()
+    both_io(*A)
+    tq, to = "%s/tq%d.raw" % (tmp, n), "%s/to%d.raw" % (tmp, n)
+    with open(tq, "wb") as f:
+        f.truncate(S)
+    q.command("blockdev-add", {"driver": "file", "node-name": "t%d" % n,
+                               "filename": tq})
+    args = {"job-id": job, "device": "d0", "sync": sync, "bitmap": name,
+            "bitmap-mode": mode, "auto-finalize": False,
+            "auto-dismiss": False}
+    q.command("blockdev-backup", dict(args, target="t%d" % n))
+    o.command("drive-backup", dict(args, target=to))
+    for m in (q, o):
+        wait_ev(m, "BLOCK_JOB_PENDING")
+        j = wait_status(m, job, "pending")
+        check(j["current-progress"] == j["total-progress"],
+              "%s: pending before done: %r" % (title, j))
+        expect_error(m, "job-dismiss", {"id": job},
+                     "Job '%s' in state 'pending' cannot accept command "
+                     "verb 'dismiss'" % job)
+        expect_error(m, "job-pause", {"id": job},
+                     "Job '%s' in state 'pending' cannot accept command "
+                     "verb 'pause'" % job)
+    [pq] = [e["data"] for e in q.events if e["event"] == "BLOCK_JOB_PENDING"]
+    [po] = [e["data"] for e in o.events if e["event"] == "BLOCK_JOB_PENDING"]
+    check(pq == po == {"type": "backup", "id": job},
+          "%s: BLOCK_JOB_PENDING: qemu %r, ours %r" % (title, pq, po))
+    # Busy on both (QEMU lists the frozen bits then, we the bitmap
+    # recording the writes since the job's start: TODO).
+    sq, so = state(q, name), state(o, name)
+    check(sq[2] is True and so[2] is True,
+          "%s: bitmap while pending: qemu %r, ours %r" % (title, sq, so))
+    # Written while pending: recorded by the bitmap on both.
+    both_io(*B)
+    for m in (q, o):
+        if end == "success":
+            m.command("job-finalize", {"id": job})
+        else:
+            m.command("job-cancel", {"id": job})
+        wait_status(m, job, "concluded")
+        m.command("job-dismiss", {"id": job})
+    sq, so = state(q, name), state(o, name)
+    check(sq == so, "%s: bitmap after the job: qemu %r, ours %r"
+          % (title, sq, so))
+    eq, eo = job_events(q, job), job_events(o, job)
+    check(eq == eo, "%s: events: qemu %r, ours %r" % (title, eq, eo))
+    want = (["created", "running", "waiting", "pending", "BLOCK_JOB_PENDING"]
+            + (["BLOCK_JOB_COMPLETED"] if end == "success" else
+               ["aborting", "BLOCK_JOB_CANCELLED"]) + ["concluded", "null"])
+    check(eo == want, "%s: events %r" % (title, eo))
+    check(file_bytes(tq) == file_bytes(to), "%s: the targets differ" % title)
+    q.command("blockdev-del", {"node-name": "t%d" % n})
+    for m in (q, o):
+        m.command("block-dirty-bitmap-remove", {"node": "d0", "name": name})
+        m.events.clear()
+
+for mode in ("on-success", "always", "never"):
+    for end in ("success", "cancel"):
+        run_manual("bitmap", mode, end)
+run_manual("full", "on-success", "success")
+
 # Refused alike.
 for m in (q, o):
     m.command("block-dirty-bitmap-add", {"node": "d0", "name": "x"})

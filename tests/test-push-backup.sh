@@ -300,10 +300,6 @@ def _():
     [c] = [e["data"] for e in m.events if e["event"] == "BLOCK_JOB_COMPLETED"]
     check(c["error"] == "No space left on device" and c["len"] == $SIZE,
           "BLOCK_JOB_COMPLETED of jf: %r" % c)
-    expect_error(m, "drive-backup", {"job-id": "jg", "device": "sda",
-                 "target": tmp + "/tg.raw", "sync": "full",
-                 "on-target-error": "stop"},
-                 "on-target-error 'stop' is not supported yet")
 
 @section("a chain: full + 2 incrementals, restored and compared")
 def _():
@@ -444,6 +440,24 @@ def _():
            if e["event"] == "BLOCK_JOB_CANCELLED"] in (["gc", "gd"],
                                                         ["gd", "gc"]),
           "grouped cancel: %r" % [e["event"] for e in m.events])
+    # A member waiting for the other is cancelled with it.
+    m.events.clear()
+    grouped(job("gw", tmp + "/gw.raw"), job("gx", tmp + "/gx.raw",
+                                             speed=256 * KiB))
+    t = time.monotonic()
+    while m.command("query-jobs")[0]["status"] != "waiting":
+        check(time.monotonic() - t < 30, "gw never waiting")
+        time.sleep(0.02)
+    m.command("job-cancel", {"id": "gx"})
+    wait_gone(m, "gw")
+    wait_gone(m, "gx")
+    check(job_events(m, "gw") == ["created", "running", "waiting",
+                                  "aborting", "BLOCK_JOB_CANCELLED",
+                                  "concluded", "null"],
+          "gw: %r" % job_events(m, "gw"))
+    check(job_events(m, "gx") == ["created", "running", "aborting",
+                                  "BLOCK_JOB_CANCELLED", "concluded", "null"],
+          "gx: %r" % job_events(m, "gx"))
     # Both succeed: both complete, each target the disk at the start;
     # the fast one waits for the slow one.
     shutil.copyfile(tmp + "/sda.img", tmp + "/g1")
@@ -451,11 +465,22 @@ def _():
     grouped(job("ge", tmp + "/ge.raw"), job("gf", tmp + "/gf.raw",
                                              speed=4 * MiB))
     qio(sda, "write -P 0x2b 1M 1M")
-    time.sleep(0.5)
+    t = time.monotonic()
+    while m.command("query-jobs")[0]["status"] != "waiting":
+        check(time.monotonic() - t < 30, "ge never waiting")
+        time.sleep(0.02)
     check([j["status"] for j in m.command("query-jobs")] ==
-          ["running", "running"], "ge did not wait for gf")
+          ["waiting", "running"], "ge did not wait for gf")
+    expect_error(m, "job-pause", {"id": "ge"},
+                 "Job 'ge' in state 'waiting' cannot accept command verb "
+                 "'pause'")
     wait_gone(m, "ge")
     wait_gone(m, "gf")
+    for j in ("ge", "gf"):
+        check(job_events(m, j) == ["created", "running", "waiting",
+                                   "pending", "BLOCK_JOB_COMPLETED",
+                                   "concluded", "null"],
+              "%s: %r" % (j, job_events(m, j)))
     check(sorted(e["data"]["device"] for e in m.events
                  if e["event"] == "BLOCK_JOB_COMPLETED") == ["ge", "gf"],
           "grouped success: %r" % [e["event"] for e in m.events])

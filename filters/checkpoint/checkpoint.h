@@ -19,7 +19,8 @@
  *                and docs/qmp-reference.md); actions.h: how every
  *                change runs at one instant
  *   3 features/  pull backups (lifecycle, export registry), push
- *                backup jobs (drive-backup) and their targets
+ *                backup jobs (drive-backup, blockdev-backup) and their
+ *                targets (a file or NBD URI, or a node)
  *   2 engines/   block-copy (scratch, saved-block map, stripes),
  *                copy-before-write (a node write hook), snapshot-access
  *                (frozen-view reads), the job engine, persistence

@@ -246,7 +246,8 @@ job_thread (void *opaque)
       r = ECANCELED;
     job->ret = r;
     if (r == 0) {
-      set_status (job, JOB_STATUS_WAITING);
+      if (job->status != JOB_STATUS_WAITING)
+        set_status (job, JOB_STATUS_WAITING);
       set_status (job, JOB_STATUS_PENDING);
     }
     else
@@ -255,6 +256,8 @@ job_thread (void *opaque)
   }
   if (!wait_finalize)
     finish (job);             /* may free JOB */
+  else if (job->driver->pending)
+    job->driver->pending (job);
   host.unlock ();
   ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&job_lock);
   running_threads--;
@@ -355,6 +358,8 @@ job_user_resume (struct job *job, struct qmp_error *err)
   }
   job->user_paused = false;
   pthread_cond_broadcast (&job_changed);
+  if (job->driver->resumed)
+    job->driver->resumed (job);
   return 0;
 }
 
@@ -396,6 +401,23 @@ job_pause_point (struct job *job)
   while (job->user_paused && !job->cancelled)
     pthread_cond_wait (&job_changed, &job_lock);
   set_status (job, JOB_STATUS_RUNNING);
+}
+
+void
+job_pause_on_error (struct job *job)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&job_lock);
+  job->user_paused = true;
+  pthread_cond_broadcast (&job_changed);
+}
+
+void
+job_enter_waiting (struct job *job)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&job_lock);
+  /* A pause asked for after the last pause point no longer applies. */
+  job->user_paused = false;
+  set_status (job, JOB_STATUS_WAITING);
 }
 
 void

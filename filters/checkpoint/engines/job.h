@@ -68,6 +68,15 @@ struct job_driver {
    * for the block-job events (host lock held).  May be NULL.
    */
   void (*concluded) (struct job *job);
+  /* The job has reached pending and waits for job-finalize
+   * (auto-finalize false): for BLOCK_JOB_PENDING (host lock held).
+   * May be NULL.
+   */
+  void (*pending) (struct job *job);
+  /* job-resume has just been accepted (host lock held): for what a
+   * resume resets (a block job's io-status).  May be NULL.
+   */
+  void (*resumed) (struct job *job);
   void (*free) (struct job *job);       /* after null */
 };
 
@@ -126,6 +135,16 @@ extern bool job_is_cancelled (struct job *job);
 /* Sleep here while the job is paused; returns at once otherwise. */
 extern void job_pause_point (struct job *job);
 extern void job_progress (struct job *job, uint64_t done, uint64_t total);
+/* An I/O error whose policy is stop: the job pauses at its next pause
+ * point, as if the user had paused it (QEMU makes it user-visible, so
+ * job-resume resumes it).
+ */
+extern void job_pause_on_error (struct job *job);
+/* Run has done its work but waits for others (a grouped transaction):
+ * running -> waiting now (QEMU's state); run returns later.  No pause
+ * point may follow.
+ */
+extern void job_enter_waiting (struct job *job);
 
 /* query-jobs' entry (host lock held). */
 extern json_t *job_describe (struct job *job);

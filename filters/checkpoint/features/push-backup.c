@@ -14,6 +14,7 @@
 
 #include "cleanup.h"
 #include "rounding.h"
+#include "vector.h"
 #include "bitmap.h"
 #include "core/bitmap-ops.h"
 #include "core/limits.h"
@@ -21,6 +22,8 @@
 #include "engines/snapshot-access.h"
 #include "features/push-backup.h"
 #include "features/push-target.h"
+#include "features/node-target.h"
+#include "features/push-fleece.h"
 
 /* The copy goes by requests of this size (block status is asked per
  * request too).
@@ -33,8 +36,9 @@
 
 /* The jobs of one transaction with completion-mode grouped: they end
  * together.  A member that fails or is cancelled cancels the others;
- * one that has copied everything waits (still running) until every
- * member has, so that none is committed while another may still fail.
+ * one that has copied everything waits (in state waiting, as QEMU's)
+ * until every member has, so that none is committed while another may
+ * still fail.
  * The member list changes under the monitor lock; the counts under
  * the group's lock.
  */
@@ -53,9 +57,12 @@ struct push_backup {
   char *label;                  /* "job ID", in messages */
   struct node *node;            /* NULL once the job let go of it */
   char *export;                 /* what the job's context opens */
-  struct cbw *cbw;
-  bool attached;                /* the cbw intercepts writes */
-  struct push_target *target;
+  struct cbw *cbw;              /* NULL for sync none */
+  struct push_fleece *fleece;   /* sync none's, else NULL */
+  uint64_t fleece_bytes;        /* atomic: what sync none has saved */
+  bool attached;                /* the cbw or fleece intercepts writes */
+  struct push_target *target;  /* drive-backup's */
+  struct node_target *tnode;    /* blockdev-backup's */
   bool target_new;              /* reads as zeros: need not write them */
   uint64_t speed;               /* atomic; bytes/s, 0: unlimited */
   unsigned speed_gen;           /* atomic; bumped by set-speed */
@@ -77,9 +84,19 @@ struct push_backup {
    */
   struct bitmap *copied;
   bool rolled_back;             /* the txn undid it: bitmaps restored */
-  bool error_reported;          /* atomic: BLOCK_JOB_ERROR sent */
+  enum push_on_error on_source_error, on_target_error;
+  bool error_reported;          /* atomic: BLOCK_JOB_ERROR report sent */
+  int iostatus;                 /* atomic: enum io_status */
   int cbw_errno;                /* atomic: copy-before-write failed */
 };
+
+/* query-block-jobs' io-status: set when an error stops the job, reset
+ * by job-resume.
+ */
+enum io_status { IO_STATUS_OK, IO_STATUS_FAILED, IO_STATUS_NOSPACE };
+
+/* What an I/O error of the copy does (QEMU's BlockErrorAction). */
+enum error_action { ACTION_REPORT, ACTION_IGNORE, ACTION_STOP };
 
 static const char *scratch_dir;
 static nbdkit_backend *backend;
@@ -172,6 +189,8 @@ group_done (struct push_backup *p, int r)
     qmp_unlock ();
     return r;
   }
+  /* Done: it waits for the others in QEMU's state waiting. */
+  job_enter_waiting (&p->job);
   for (;;) {
     bool over;
     pthread_mutex_lock (&g->lock);
@@ -211,9 +230,12 @@ push_backups_use_node (const struct node *n)
 {
   struct job *j;
 
-  for (j = jobs_first (); j; j = j->next)
-    if (job_is_push_backup (j) && ((struct push_backup *) j)->node == n)
+  for (j = jobs_first (); j; j = j->next) {
+    struct push_backup *p = (struct push_backup *) j;
+    if (job_is_push_backup (j) &&
+        (p->node == n || (p->tnode && node_target_node (p->tnode) == n)))
       return true;
+  }
   return false;
 }
 
@@ -249,7 +271,33 @@ now_ns (void)
   return ts.tv_sec * UINT64_C (1000000000) + ts.tv_nsec;
 }
 
-/* One BLOCK_JOB_ERROR per background I/O error (only "report" so far). */
+static void
+error_event (struct push_backup *p, bool write, const char *action)
+{
+  qmp_emit_event ("BLOCK_JOB_ERROR",
+                  json_pack ("{s:s,s:s,s:s}", "device", p->job.id,
+                             "operation", write ? "write" : "read",
+                             "action", action));
+}
+
+/* QEMU's block_job_error_action: the policy of the failing side. */
+static enum error_action
+error_action (const struct push_backup *p, bool write, int errnum)
+{
+  switch (write ? p->on_target_error : p->on_source_error) {
+  case PUSH_ON_ERROR_IGNORE:
+    return ACTION_IGNORE;
+  case PUSH_ON_ERROR_STOP:
+    return ACTION_STOP;
+  case PUSH_ON_ERROR_ENOSPC:
+  case PUSH_ON_ERROR_AUTO:
+    return errnum == ENOSPC ? ACTION_STOP : ACTION_REPORT;
+  default:
+    return ACTION_REPORT;
+  }
+}
+
+/* An I/O error that ends the job: one BLOCK_JOB_ERROR "report". */
 static void
 io_error (struct push_backup *p, bool write, int errnum)
 {
@@ -260,10 +308,15 @@ io_error (struct push_backup *p, bool write, int errnum)
     return;
   nbdkit_error ("checkpoint: %s: %s error: %s", p->label,
                 write ? "target write" : "source read", strerror (errnum));
-  qmp_emit_event ("BLOCK_JOB_ERROR",
-                  json_pack ("{s:s,s:s,s:s}", "device", p->job.id,
-                             "operation", write ? "write" : "read",
-                             "action", "report"));
+  error_event (p, write, "report");
+}
+
+static int
+target_write (struct push_backup *p, const void *buf, size_t n,
+              uint64_t offset)
+{
+  return p->tnode ? node_target_write (p->tnode, buf, n, offset)
+    : push_target_write (p->target, buf, n, offset);
 }
 
 static bool
@@ -281,7 +334,7 @@ write_data (struct push_backup *p, const char *buf, size_t n, uint64_t offset)
   size_t pos = 0, run;
 
   if (!p->target_new)
-    return push_target_write (p->target, buf, n, offset);
+    return target_write (p, buf, n, offset);
   while (pos < n) {
     size_t len = MIN (n - pos, ZERO_PIECE);
     if (is_zero (buf + pos, len)) {
@@ -293,7 +346,7 @@ write_data (struct push_backup *p, const char *buf, size_t n, uint64_t offset)
       if (is_zero (buf + run, len))
         break;
     }
-    if (push_target_write (p->target, buf + pos, run - pos,
+    if (target_write (p, buf + pos, run - pos,
                            offset + pos) == -1)
       return -1;
     pos = run;
@@ -301,56 +354,49 @@ write_data (struct push_backup *p, const char *buf, size_t n, uint64_t offset)
   return 0;
 }
 
-/* Copy [OFFSET, OFFSET+N) of the frozen view, of extent type TYPE. */
+/* Copy [OFFSET, OFFSET+N) of the frozen view, of extent type TYPE.
+ * An errno, with *WRITE saying which side failed.
+ */
 static int
 copy_extent (struct push_backup *p, nbdkit_next *next, char *buf,
-             uint64_t offset, uint32_t n, uint32_t type)
+             uint64_t offset, uint32_t n, uint32_t type, bool *write)
 {
   int err = 0;
 
+  *write = true;
   if (type & NBDKIT_EXTENT_ZERO) {
     if (p->target_new)
       return 0;
-    if (push_target_zero (p->target, offset, n) == -1) {
-      io_error (p, true, errno);
-      return errno;
-    }
-    return 0;
+    return (p->tnode ? node_target_zero (p->tnode, offset, n)
+            : push_target_zero (p->target, offset, n)) == -1 ? errno : 0;
   }
   if (snapshot_pread (p->cbw, next, buf, n, offset, &err) == -1) {
-    err = err ? err : EIO;
-    io_error (p, false, err);
-    return err;
+    *write = false;
+    return err ? err : EIO;
   }
-  if (write_data (p, buf, n, offset) == -1) {
-    err = errno;
-    io_error (p, true, err);
-    return err;
-  }
-  return 0;
+  return write_data (p, buf, n, offset) == -1 ? errno : 0;
 }
 
 static int
 copy_chunk (struct push_backup *p, nbdkit_next *next, char *buf,
-            uint64_t pos, uint64_t end)
+            uint64_t pos, uint64_t end, bool *write)
 {
   struct nbdkit_extents *ext = nbdkit_extents_new (pos, end);
   int err = 0;
   size_t i;
 
+  *write = false;
   if (ext == NULL)
     return errno ? errno : ENOMEM;
   if (snapshot_extents (p->cbw, next, end - pos, pos, 0, ext, &err) == -1) {
     nbdkit_extents_free (ext);
-    err = err ? err : EIO;
-    io_error (p, false, err);
-    return err;
+    return err ? err : EIO;
   }
   for (i = 0; err == 0 && i < nbdkit_extents_count (ext); i++) {
     struct nbdkit_extent e = nbdkit_get_extent (ext, i);
     uint64_t s = MAX (e.offset, pos), f = MIN (e.offset + e.length, end);
     if (s < f)
-      err = copy_extent (p, next, buf, s, f - s, e.type);
+      err = copy_extent (p, next, buf, s, f - s, e.type, write);
   }
   /* Whatever block status left out is copied as data. */
   if (err == 0 && nbdkit_extents_count (ext) > 0) {
@@ -358,10 +404,10 @@ copy_chunk (struct push_backup *p, nbdkit_next *next, char *buf,
                                                 nbdkit_extents_count (ext) - 1);
     if (e.offset + e.length < end)
       err = copy_extent (p, next, buf, e.offset + e.length,
-                         end - (e.offset + e.length), 0);
+                         end - (e.offset + e.length), 0, write);
   }
   else if (err == 0)
-    err = copy_extent (p, next, buf, pos, end - pos, 0);
+    err = copy_extent (p, next, buf, pos, end - pos, 0, write);
   nbdkit_extents_free (ext);
   return err;
 }
@@ -422,6 +468,10 @@ next_run (struct push_backup *p, uint64_t pos, uint64_t size,
  */
 #define COPY_WORKERS 4
 
+/* A chunk to copy again after an error whose action was not report. */
+struct chunk { uint64_t start, end; };
+DEFINE_VECTOR_TYPE (chunks, struct chunk);
+
 struct copy_pool {
   struct push_backup *p;
   nbdkit_next *next;
@@ -431,9 +481,40 @@ struct copy_pool {
   bool have_work, quit;
   uint64_t work_start, work_end;
   unsigned busy;                /* chunks taken, not yet done */
-  int err;                      /* the first error */
+  int err;                      /* the first error that ends the job */
+  /* Failed chunks to copy again, and the first failure of them: its
+   * side, errno and action (QEMU acts on a copy call's first error).
+   */
+  chunks retry;
+  bool retry_write;
+  int retry_errno;
+  enum error_action retry_action;
   uint64_t done, total;
 };
+
+/* Lock held: chunk [START, END) failed with ERR on side WRITE.  True
+ * when that ends the job (then BLOCK_JOB_ERROR "report" is due).
+ */
+static bool
+chunk_failed (struct copy_pool *pool, uint64_t start, uint64_t end, int err,
+              bool write)
+{
+  enum error_action a = error_action (pool->p, write, err);
+
+  if (a != ACTION_REPORT && pool->err == 0 &&
+      chunks_append (&pool->retry,
+                     (struct chunk) { .start = start, .end = end }) == 0) {
+    if (pool->retry.len == 1) {
+      pool->retry_write = write;
+      pool->retry_errno = err;
+      pool->retry_action = a;
+    }
+    return false;
+  }
+  if (pool->err == 0)
+    pool->err = err;
+  return true;
+}
 
 static void *
 copy_worker (void *opaque)
@@ -444,6 +525,7 @@ copy_worker (void *opaque)
   pthread_mutex_lock (&pool->lock);
   for (;;) {
     uint64_t start, end;
+    bool write = false, fatal = false;
     int err;
 
     while (!pool->have_work && !pool->quit)
@@ -456,23 +538,36 @@ copy_worker (void *opaque)
     pool->busy++;
     pthread_cond_broadcast (&pool->changed);
     pthread_mutex_unlock (&pool->lock);
-    err = buf ? copy_chunk (pool->p, pool->next, buf, start, end) : ENOMEM;
+    err = buf ? copy_chunk (pool->p, pool->next, buf, start, end, &write)
+              : ENOMEM;
     pthread_mutex_lock (&pool->lock);
     pool->busy--;
     /* Copied: guest writes there stop saving old data; what
      * bitmap-mode=always keeps on failure is the rest.
      */
     if (err == 0 &&
-        bitmap_set_range (pool->p->copied, start, end - start) == -1)
+        bitmap_set_range (pool->p->copied, start, end - start) == -1) {
       err = ENOMEM;
-    if (err && pool->err == 0)
-      pool->err = err;
+      if (pool->err == 0)
+        pool->err = err;
+    }
+    else if (err && buf == NULL) {
+      if (pool->err == 0)
+        pool->err = err;
+    }
+    else if (err)
+      fatal = chunk_failed (pool, start, end, err, write);
     if (err == 0) {
       pool->done += end - start;
       job_progress (&pool->p->job, MIN (pool->done, pool->total),
                     pool->total);
     }
     pthread_cond_broadcast (&pool->changed);
+    if (fatal) {
+      pthread_mutex_unlock (&pool->lock);
+      io_error (pool->p, write, err);
+      pthread_mutex_lock (&pool->lock);
+    }
   }
   pthread_mutex_unlock (&pool->lock);
   free (buf);
@@ -485,6 +580,91 @@ wait_idle (struct copy_pool *pool)
 {
   while (pool->have_work || pool->busy > 0)
     pthread_cond_wait (&pool->changed, &pool->lock);
+}
+
+/* The job's thread: give [START, END) to a worker.  0 or the error
+ * that ends the job.
+ */
+static int
+hand_out (struct copy_pool *pool, unsigned nr_workers, uint64_t start,
+          uint64_t end)
+{
+  int err;
+
+  pthread_mutex_lock (&pool->lock);
+  while ((pool->have_work || pool->busy >= nr_workers) && pool->err == 0)
+    pthread_cond_wait (&pool->changed, &pool->lock);
+  err = pool->err;
+  if (err == 0) {
+    pool->work_start = start;
+    pool->work_end = end;
+    pool->have_work = true;
+    pthread_cond_broadcast (&pool->changed);
+  }
+  pthread_mutex_unlock (&pool->lock);
+  return err;
+}
+
+static bool
+have_retries (struct copy_pool *pool)
+{
+  bool r;
+
+  pthread_mutex_lock (&pool->lock);
+  r = pool->retry.len > 0;
+  pthread_mutex_unlock (&pool->lock);
+  return r;
+}
+
+/* The job's thread: copy again the chunks that failed with a policy
+ * other than report, after one BLOCK_JOB_ERROR a round (QEMU's: one
+ * per copy call).  stop pauses the job first (io-status failed, or
+ * nospace for ENOSPC) until job-resume; ignore goes on at once, as
+ * QEMU 7.2 retries what is left, so a lasting error repeats the round
+ * (paced by RETRY_PAUSE_NS).  0, or the error that ends the job.
+ */
+#define RETRY_PAUSE_NS 10000000
+static int
+retry_failed (struct copy_pool *pool, unsigned nr_workers)
+{
+  struct push_backup *p = pool->p;
+
+  for (;;) {
+    chunks list;
+    enum error_action a;
+    bool write;
+    int errnum, err = 0;
+    size_t i;
+
+    pthread_mutex_lock (&pool->lock);
+    wait_idle (pool);
+    if (pool->err || pool->retry.len == 0) {
+      err = pool->err;
+      pthread_mutex_unlock (&pool->lock);
+      return err;
+    }
+    list = pool->retry;
+    pool->retry = (chunks) empty_vector;
+    a = pool->retry_action;
+    write = pool->retry_write;
+    errnum = pool->retry_errno;
+    pthread_mutex_unlock (&pool->lock);
+    error_event (p, write, a == ACTION_STOP ? "stop" : "ignore");
+    if (a == ACTION_STOP) {
+      __atomic_store_n (&p->iostatus, errnum == ENOSPC ? IO_STATUS_NOSPACE
+                        : IO_STATUS_FAILED, __ATOMIC_SEQ_CST);
+      job_pause_on_error (&p->job);
+    }
+    else
+      nanosleep (&(struct timespec) { .tv_nsec = RETRY_PAUSE_NS }, NULL);
+    job_pause_point (&p->job);
+    for (i = 0; err == 0 && i < list.len; i++)
+      err = job_is_cancelled (&p->job) ? ECANCELED
+        : hand_out (pool, nr_workers, list.ptr[i].start, list.ptr[i].end);
+    chunks_reset (&list);
+    if (err)
+      return err;
+  }
 }
 
 /* The job's thread: hand out the chunks.  0 or an errno. */
@@ -507,27 +687,24 @@ dispatch (struct copy_pool *pool, unsigned nr_workers)
       pthread_mutex_unlock (&pool->lock);
       job_pause_point (&p->job);
     }
+    if (have_retries (pool) && (err = retry_failed (pool, nr_workers)) != 0)
+      return err;
     if (job_is_cancelled (&p->job))
       return ECANCELED;
     if ((err = __atomic_load_n (&p->cbw_errno, __ATOMIC_SEQ_CST)) != 0)
       return err;
-    pthread_mutex_lock (&pool->lock);
-    while ((pool->have_work || pool->busy >= nr_workers) && pool->err == 0)
-      pthread_cond_wait (&pool->changed, &pool->lock);
-    err = pool->err;
-    if (err == 0) {
-      pool->work_start = run;
-      pool->work_end = end;
-      pool->have_work = true;
-      pthread_cond_broadcast (&pool->changed);
-    }
-    pthread_mutex_unlock (&pool->lock);
+    err = hand_out (pool, nr_workers, run, end);
     pos = end;
     dispatched += end - run;
     /* The first chunk goes unlimited, as QEMU's. */
     if (err == 0)
       rate_limit (p, &start, &base, dispatched, &gen);
   }
+  /* The last chunks may have failed too. */
+  if (err == 0)
+    err = retry_failed (pool, nr_workers);
+  if (err == 0 && job_is_cancelled (&p->job))
+    err = ECANCELED;
   return err;
 }
 
@@ -561,9 +738,11 @@ copy_all (struct push_backup *p, nbdkit_next *next)
     pthread_join (workers[i], NULL);
   pthread_cond_destroy (&pool.changed);
   pthread_mutex_destroy (&pool.lock);
+  chunks_reset (&pool.retry);
   if (err)
     return err;
-  if (push_target_flush (p->target) == -1) {
+  if ((p->tnode ? node_target_flush (p->tnode)
+       : push_target_flush (p->target)) == -1) {
     err = errno;
     io_error (p, true, err);
     return err;
@@ -572,12 +751,57 @@ copy_all (struct push_backup *p, nbdkit_next *next)
   return __atomic_load_n (&p->cbw_errno, __ATOMIC_SEQ_CST);
 }
 
+/* sync none: the fleece saves old data into the target (under its
+ * lock) as guest writes come; progress is what it has saved.
+ */
+static int
+fleece_write (void *opaque, const void *buf, size_t n, uint64_t offset)
+{
+  struct push_backup *p = opaque;
+  uint64_t done;
+
+  if (write_data (p, buf, n, offset) == -1)
+    return -1;
+  done = __atomic_add_fetch (&p->fleece_bytes, n, __ATOMIC_SEQ_CST);
+  job_progress (&p->job, done, p->job.progress_total);
+  return 0;
+}
+
+/* sync none's run: nothing to copy; it lasts until cancelled (or a
+ * save fails).
+ */
+static int
+run_fleece (struct push_backup *p)
+{
+  int r;
+
+  for (;;) {
+    job_pause_point (&p->job);
+    if (job_is_cancelled (&p->job)) {
+      r = ECANCELED;
+      break;
+    }
+    if ((r = push_fleece_error (p->fleece)) != 0)
+      break;
+    nanosleep (&(struct timespec) { .tv_nsec = 20000000 }, NULL);
+  }
+  push_fleece_stop (p->fleece);
+  __atomic_store_n (&p->done, true, __ATOMIC_SEQ_CST);
+  if ((p->tnode ? node_target_flush (p->tnode)
+       : push_target_flush (p->target)) == -1)
+    nbdkit_error ("checkpoint: %s: flushing the target: %m", p->label);
+  return r;
+}
+
 static int
 push_run (struct job *job)
 {
   struct push_backup *p = (struct push_backup *) job;
   nbdkit_next *next;
   int r = EIO;
+
+  if (p->fleece)
+    return group_done (p, run_fleece (p));
 
   if (set_open_export)
     set_open_export (p->export);
@@ -609,10 +833,15 @@ static void
 let_go (struct push_backup *p)
 {
   __atomic_store_n (&p->done, true, __ATOMIC_SEQ_CST);
+  if (p->fleece)
+    push_fleece_stop (p->fleece);
   if (p->attached) {
     if (!barrier_held)
       nodes_barrier_raise ();
-    cbw_detach (p->cbw);
+    if (p->fleece)
+      push_fleece_detach (p->fleece);
+    else
+      cbw_detach (p->cbw);
     if (!barrier_held)
       nodes_barrier_lower ();
     p->attached = false;
@@ -621,6 +850,8 @@ let_go (struct push_backup *p)
     cbw_discard (p->cbw);
   push_target_close (p->target, false);
   p->target = NULL;
+  node_target_close (p->tnode);
+  p->tnode = NULL;
   if (p->bitmap) {
     p->bitmap->users--;
     p->bitmap = NULL;
@@ -734,7 +965,9 @@ static void
 push_release (struct push_backup *p, bool discard_target)
 {
   cbw_free (p->cbw);
+  push_fleece_free (p->fleece);
   push_target_close (p->target, discard_target);
+  node_target_close (p->tnode);
   bitmap_free (p->frozen);
   bitmap_free (p->todo);
   bitmap_free (p->copied);
@@ -749,12 +982,33 @@ push_free (struct job *job)
   push_release ((struct push_backup *) job, false);
 }
 
+/* auto-finalize false: the job waits in pending for job-finalize,
+ * which applies the bitmap's result (QEMU's BLOCK_JOB_PENDING).
+ */
+static void
+push_pending (struct job *job)
+{
+  qmp_emit_event ("BLOCK_JOB_PENDING",
+                  json_pack ("{s:s,s:s}", "type", "backup", "id", job->id));
+}
+
+/* QEMU's block_job_user_resume resets the io-status. */
+static void
+push_resumed (struct job *job)
+{
+  struct push_backup *p = (struct push_backup *) job;
+
+  __atomic_store_n (&p->iostatus, IO_STATUS_OK, __ATOMIC_SEQ_CST);
+}
+
 static const struct job_driver push_driver = {
   .type = "backup",
   .run = push_run,
   .commit = push_commit,
   .abort = push_abort,
   .clean = push_clean,
+  .pending = push_pending,
+  .resumed = push_resumed,
   .free = push_free,
 };
 
@@ -826,23 +1080,53 @@ check_sync (const struct push_backup_spec *spec, struct node *n,
   case PUSH_SYNC_FULL:
   case PUSH_SYNC_INCREMENTAL:
   case PUSH_SYNC_BITMAP:
+  case PUSH_SYNC_NONE:
     return 0;
   case PUSH_SYNC_TOP:
     qmp_error (err, "sync mode 'top' is not supported: the disks have no "
                "backing chain (use 'full')");
     return -1;
-  default:
-    qmp_error (err, "sync mode '%s' is not supported yet",
-               sync_name (spec->sync));
+  }
+  abort ();
+}
+
+/* blockdev-backup's target: another node of the same size, in no
+ * other job (QEMU's texts).
+ */
+static int
+open_target_node (struct push_backup *p, const struct push_backup_spec *spec,
+                  struct node *src, struct qmp_error *err)
+{
+  struct node *n = nodes_lookup (spec->target_node, err);
+
+  if (n == NULL)
+    return -1;
+  if (n == src) {
+    qmp_error (err, "Source and target cannot be the same");
     return -1;
   }
+  if (push_backups_use_node (n)) {
+    qmp_error (err, "Node '%s' is busy: block device is in use by block "
+               "job: backup", n->name);
+    return -1;
+  }
+  if (n->size != src->size) {
+    qmp_error (err, "Source and target image have different sizes");
+    return -1;
+  }
+  p->tnode = node_target_open (n, backend, set_open_export, err);
+  return p->tnode ? 0 : -1;
 }
 
 /* The target: raw only. */
 static int
 open_target (struct push_backup *p, const struct push_backup_spec *spec,
-             uint64_t size, struct qmp_error *err)
+             struct node *src, struct qmp_error *err)
 {
+  uint64_t size = src->size;
+
+  if (spec->target_node)
+    return open_target_node (p, spec, src, err);
   if (spec->format && strcmp (spec->format, "raw") != 0) {
     qmp_error (err, "Format '%s' is not supported: drive-backup writes raw "
                "images only; to write %s, push to qemu-nbd (an nbd:// "
@@ -935,13 +1219,10 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
   struct cbw_owner owner;
   struct bitmap *needed = NULL;
 
-  if (n == NULL || check_sync (spec, n, &mode, err) == -1)
+  if (n == NULL ||
+      (spec->target_node && nodes_lookup (spec->target_node, err) == NULL) ||
+      check_sync (spec, n, &mode, err) == -1)
     return -1;
-  /* BLOCK_JOB_PENDING needs a hook of the job engine at pending. */
-  if (!spec->auto_finalize) {
-    qmp_error (err, "auto-finalize=false is not supported yet");
-    return -1;
-  }
   if (backend == NULL) {
     qmp_error (err, "Push backups are not available before the disks are");
     return -1;
@@ -960,6 +1241,8 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
     return -1;
   }
   p->speed = spec->speed;
+  p->on_source_error = spec->on_source_error;
+  p->on_target_error = spec->on_target_error;
   if (asprintf (&p->label, "job %s", spec->job_id ? spec->job_id : "") == -1) {
     p->label = NULL;
     qmp_error (err, "out of memory");
@@ -971,7 +1254,7 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
     push_discard (p);
     return -1;
   }
-  if (open_target (p, spec, n->size, err) == -1) {
+  if (open_target (p, spec, n, err) == -1) {
     push_discard (p);
     return -1;
   }
@@ -989,10 +1272,21 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
     push_discard (p);
     return -1;
   }
-  p->cbw = cbw_new (n, needed, CBW_BREAK_SNAPSHOT, &owner, scratch_dir, err);
-  if (p->cbw)
-    cbw_set_copied (p->cbw, p->copied);
-  if (p->cbw == NULL ||
+  if (spec->sync == PUSH_SYNC_NONE) {
+    /* Straight into the target, from inside the source's guest
+     * writes: a target node is written directly (node-target.h).
+     */
+    if (p->tnode)
+      node_target_set_direct (p->tnode);
+    p->fleece = push_fleece_new (n, fleece_write, p, err);
+  }
+  else {
+    p->cbw = cbw_new (n, needed, CBW_BREAK_SNAPSHOT, &owner, scratch_dir,
+                      err);
+    if (p->cbw)
+      cbw_set_copied (p->cbw, p->copied);
+  }
+  if ((p->cbw == NULL && p->fleece == NULL) ||
       job_create (&p->job, &push_driver, spec->job_id ? spec->job_id : "",
                   spec->auto_finalize, spec->auto_dismiss, err) == -1) {
     push_discard (p);
@@ -1022,7 +1316,8 @@ push_backup_create (struct txn *t, const struct push_backup_spec *spec,
   }
   if (p->bitmap)
     p->bitmap->users++;
-  if (cbw_attach (p->cbw, err) == -1) {
+  if (p->fleece ? push_fleece_attach (p->fleece, err) == -1
+      : cbw_attach (p->cbw, err) == -1) {
     create_undo (p);
     return -1;
   }
@@ -1050,6 +1345,16 @@ push_backup_set_speed (struct job *job, int64_t speed, struct qmp_error *err)
   return 0;
 }
 
+static const char *
+io_status_name (struct push_backup *p)
+{
+  switch (__atomic_load_n (&p->iostatus, __ATOMIC_SEQ_CST)) {
+  case IO_STATUS_FAILED: return "failed";
+  case IO_STATUS_NOSPACE: return "nospace";
+  default: return "ok";
+  }
+}
+
 json_t *
 push_backup_describe (struct job *job)
 {
@@ -1068,7 +1373,7 @@ push_backup_describe (struct job *job)
                   "paused", job->user_paused,
                   "speed", (json_int_t) __atomic_load_n (&p->speed,
                                                          __ATOMIC_SEQ_CST),
-                  "io-status", "ok",
+                  "io-status", io_status_name (p),
                   "ready", false,
                   "status", status,
                   "auto-finalize", job->auto_finalize,

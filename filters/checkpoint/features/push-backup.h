@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-3-Clause
  * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
  */
-/* Push backup jobs (QEMU's drive-backup): a job (engines/job.h) that
+/* Push backup jobs (QEMU's drive-backup and blockdev-backup): a job (engines/job.h) that
  * copies a disk as it was when the job was created to a target, while
  * the guest goes on writing.  The freeze is the copy-before-write of
  * pull backups (engines/cbw.h), made inside a txn with every node's
@@ -37,17 +37,29 @@ enum push_sync { PUSH_SYNC_FULL, PUSH_SYNC_INCREMENTAL, PUSH_SYNC_BITMAP,
                  PUSH_SYNC_NONE, PUSH_SYNC_TOP };
 enum push_bitmap_mode { PUSH_BITMAP_NONE_GIVEN, PUSH_BITMAP_ON_SUCCESS,
                         PUSH_BITMAP_NEVER, PUSH_BITMAP_ALWAYS };
+/* QEMU's BlockdevOnError, in its order.  What the job does when a read
+ * of the frozen view (on-source-error) or a write of the target
+ * (on-target-error) fails: report (the job fails), ignore (the chunk
+ * is copied again, as QEMU 7.2 retries what is left), stop (the job
+ * pauses until job-resume, which retries the chunk), enospc and auto
+ * (stop on ENOSPC, report otherwise: QEMU's block job rule).
+ */
+enum push_on_error { PUSH_ON_ERROR_REPORT, PUSH_ON_ERROR_IGNORE,
+                     PUSH_ON_ERROR_ENOSPC, PUSH_ON_ERROR_STOP,
+                     PUSH_ON_ERROR_AUTO };
 
 struct push_backup_spec {
   const char *job_id;           /* NULL: not given */
   const char *device;           /* node name */
-  const char *target;           /* file path */
+  const char *target;           /* drive-backup: a file path or NBD URI */
+  const char *target_node;      /* blockdev-backup: a node; else NULL */
   const char *format;           /* NULL: raw */
   bool existing;                /* mode=existing: do not create */
   enum push_sync sync;
   const char *bitmap;           /* NULL: none */
   enum push_bitmap_mode bitmap_mode;
   uint64_t speed;               /* bytes/s, 0: unlimited */
+  enum push_on_error on_source_error, on_target_error;
   bool auto_finalize, auto_dismiss;
 };
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: BSD-3-Clause
  * Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
  */
-/* QEMU's push backup and job commands: drive-backup (also a
- * transaction action), query-jobs, query-block-jobs, job-* and
+/* QEMU's push backup and job commands: drive-backup and
+ * blockdev-backup (also transaction actions), query-jobs, query-block-jobs, job-* and
  * block-job-* (features/push-backup.h, engines/job.h).
  */
 #include <config.h>
@@ -36,26 +36,28 @@ parse_enum (json_t *args, const char *name, const char *const *names,
   return false;
 }
 
-/* Of QEMU's error policies only report (the default) is implemented. */
+/* QEMU's BlockdevOnError (enum push_on_error, in its order). */
 static bool
-check_error_policy (json_t *args, const char *name, struct qmp_error *err)
+parse_error_policy (json_t *args, const char *name, enum push_on_error *p,
+                    struct qmp_error *err)
 {
   static const char *const policies[] = {
     "report", "ignore", "enospc", "stop", "auto", NULL
   };
-  int p = 0;
+  int v = PUSH_ON_ERROR_REPORT;
 
-  if (!parse_enum (args, name, policies, &p, err))
+  if (!parse_enum (args, name, policies, &v, err))
     return false;
-  if (p != 0) {
-    qmp_error (err, "%s '%s' is not supported yet", name, policies[p]);
-    return false;
-  }
+  *p = v;
   return true;
 }
 
+/* The arguments both commands share, into SPEC (strings borrowed
+ * from ARGS); then the job.
+ */
 static json_t *
-drive_backup_action (struct txn *t, json_t *args, struct qmp_error *err)
+backup_action (struct txn *t, json_t *args, struct push_backup_spec *spec,
+               struct qmp_error *err)
 {
   static const char *const syncs[] = {
     "full", "incremental", "bitmap", "none", "top", NULL
@@ -63,21 +65,15 @@ drive_backup_action (struct txn *t, json_t *args, struct qmp_error *err)
   static const char *const bitmap_modes[] = {
     "", "on-success", "never", "always", NULL
   };
-  static const char *const modes[] = { "absolute-paths", "existing", NULL };
-  struct push_backup_spec spec = {
-    .job_id = qmp_arg_str (args, "job-id", NULL),
-    .device = qmp_arg_str (args, "device", ""),
-    .target = qmp_arg_str (args, "target", ""),
-    .format = qmp_arg_str (args, "format", NULL),
-    .bitmap = qmp_arg_str (args, "bitmap", NULL),
-    .auto_finalize = qmp_arg_bool (args, "auto-finalize", true),
-    .auto_dismiss = qmp_arg_bool (args, "auto-dismiss", true),
-  };
-  int sync = 0, bmode = 0, mode = 0;
+  int sync = 0, bmode = 0;
   int64_t speed = qmp_arg_int (args, "speed", 0);
 
-  if (!parse_enum (args, "sync", syncs, &sync, err) ||
-      !parse_enum (args, "mode", modes, &mode, err))
+  spec->job_id = qmp_arg_str (args, "job-id", NULL);
+  spec->device = qmp_arg_str (args, "device", "");
+  spec->bitmap = qmp_arg_str (args, "bitmap", NULL);
+  spec->auto_finalize = qmp_arg_bool (args, "auto-finalize", true);
+  spec->auto_dismiss = qmp_arg_bool (args, "auto-dismiss", true);
+  if (!parse_enum (args, "sync", syncs, &sync, err))
     return NULL;
   if (json_object_get (args, "bitmap-mode") &&
       (!parse_enum (args, "bitmap-mode", bitmap_modes, &bmode, err) ||
@@ -92,19 +88,46 @@ drive_backup_action (struct txn *t, json_t *args, struct qmp_error *err)
   }
   if (qmp_arg_bool (args, "compress", false)) {
     qmp_error (err, "Compression is not supported for this drive %s",
-               spec.device);
+               spec->device);
     return NULL;
   }
-  if (!check_error_policy (args, "on-source-error", err) ||
-      !check_error_policy (args, "on-target-error", err))
+  if (!parse_error_policy (args, "on-source-error", &spec->on_source_error,
+                          err) ||
+      !parse_error_policy (args, "on-target-error", &spec->on_target_error,
+                          err))
     return NULL;
-  spec.sync = sync;
-  spec.bitmap_mode = bmode;
-  spec.existing = mode == 1;
-  spec.speed = speed;
-  if (push_backup_create (t, &spec, err) == -1)
+  spec->sync = sync;
+  spec->bitmap_mode = bmode;
+  spec->speed = speed;
+  if (push_backup_create (t, spec, err) == -1)
     return NULL;
   return json_object ();
+}
+
+static json_t *
+drive_backup_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  static const char *const modes[] = { "absolute-paths", "existing", NULL };
+  struct push_backup_spec spec = {
+    .target = qmp_arg_str (args, "target", ""),
+    .format = qmp_arg_str (args, "format", NULL),
+  };
+  int mode = 0;
+
+  if (!parse_enum (args, "mode", modes, &mode, err))
+    return NULL;
+  spec.existing = mode == 1;
+  return backup_action (t, args, &spec, err);
+}
+
+static json_t *
+blockdev_backup_action (struct txn *t, json_t *args, struct qmp_error *err)
+{
+  struct push_backup_spec spec = {
+    .target_node = qmp_arg_str (args, "target", ""),
+  };
+
+  return backup_action (t, args, &spec, err);
 }
 
 static const struct qmp_arg drive_backup_args[] = {
@@ -123,7 +146,10 @@ static const struct qmp_arg drive_backup_args[] = {
   { "sync", QMP_STR, false,
     "\"full\" (the whole disk), \"incremental\" (the chunks dirty in "
     "bitmap; bitmap-mode on-success), \"bitmap\" (likewise, with an "
-    "explicit bitmap-mode); \"none\" and \"top\" are refused." },
+    "explicit bitmap-mode), \"none\" (no copy: before a guest write "
+    "changes a 64 KiB cluster the first time, its old data goes to the "
+    "target; runs until cancelled); \"top\" is refused (no backing "
+    "chains)." },
   { "speed", QMP_INT, true,
     "A limit in bytes per second (0: none); the first chunk is not "
     "limited." },
@@ -132,9 +158,63 @@ static const struct qmp_arg drive_backup_args[] = {
     "\"on-success\", \"always\" or \"never\": what becomes of bitmap "
     "when the job ends, as QEMU's table says." },
   { "compress", QMP_BOOL, true, "false only." },
-  { "on-source-error", QMP_STR, true, "\"report\" only." },
-  { "on-target-error", QMP_STR, true, "\"report\" only." },
-  { "auto-finalize", QMP_BOOL, true, "true only." },
+  { "on-source-error", QMP_STR, true,
+    "What a failed read of the frozen view does: \"report\" (the "
+    "default: the job fails), \"ignore\" (BLOCK_JOB_ERROR, and the "
+    "chunk is copied again, as QEMU 7.2 does), \"stop\" (the job "
+    "pauses with io-status failed, or nospace for ENOSPC; job-resume "
+    "copies the chunk again), \"enospc\" and \"auto\" (stop on "
+    "ENOSPC, report otherwise)." },
+  { "on-target-error", QMP_STR, true,
+    "The same for a failed write of the target." },
+  { "auto-finalize", QMP_BOOL, true,
+    "true (the default): the job finishes by itself; false: it stops "
+    "in pending (BLOCK_JOB_PENDING) until job-finalize, which applies "
+    "the bitmap's result and ends it (job-cancel there cancels it)." },
+  { "auto-dismiss", QMP_BOOL, true,
+    "true (the default): the job goes away once concluded; false: it "
+    "stays concluded until job-dismiss." },
+  { "filter-node-name", QMP_STR, true, "Accepted and ignored." },
+  { NULL }
+};
+
+static const struct qmp_arg blockdev_backup_args[] = {
+  { "job-id", QMP_STR, true,
+    "The job's name: a letter, then letters, digits, '-', '.', '_'.  "
+    "Required in practice (a node has no device name to default to)." },
+  { "device", QMP_STR, false, "The node to back up." },
+  { "target", QMP_STR, false,
+    "A node of this process (e.g. added with blockdev-add), of the "
+    "same size, in no other job; written as a guest write of it is "
+    "(its bitmaps record the job's writes)." },
+  { "sync", QMP_STR, false,
+    "\"full\" (the whole disk), \"incremental\" (the chunks dirty in "
+    "bitmap; bitmap-mode on-success), \"bitmap\" (likewise, with an "
+    "explicit bitmap-mode), \"none\" (no copy: before a guest write "
+    "changes a 64 KiB cluster the first time, its old data goes to the "
+    "target; runs until cancelled); \"top\" is refused (no backing "
+    "chains)." },
+  { "speed", QMP_INT, true,
+    "A limit in bytes per second (0: none); the first chunk is not "
+    "limited." },
+  { "bitmap", QMP_STR, true, "A bitmap of the node (QEMU's rules)." },
+  { "bitmap-mode", QMP_STR, true,
+    "\"on-success\", \"always\" or \"never\": what becomes of bitmap "
+    "when the job ends, as QEMU's table says." },
+  { "compress", QMP_BOOL, true, "false only." },
+  { "on-source-error", QMP_STR, true,
+    "What a failed read of the frozen view does: \"report\" (the "
+    "default: the job fails), \"ignore\" (BLOCK_JOB_ERROR, and the "
+    "chunk is copied again, as QEMU 7.2 does), \"stop\" (the job "
+    "pauses with io-status failed, or nospace for ENOSPC; job-resume "
+    "copies the chunk again), \"enospc\" and \"auto\" (stop on "
+    "ENOSPC, report otherwise)." },
+  { "on-target-error", QMP_STR, true,
+    "The same for a failed write of the target." },
+  { "auto-finalize", QMP_BOOL, true,
+    "true (the default): the job finishes by itself; false: it stops "
+    "in pending (BLOCK_JOB_PENDING) until job-finalize, which applies "
+    "the bitmap's result and ends it (job-cancel there cancels it)." },
   { "auto-dismiss", QMP_BOOL, true,
     "true (the default): the job goes away once concluded; false: it "
     "stays concluded until job-dismiss." },
@@ -144,6 +224,7 @@ static const struct qmp_arg drive_backup_args[] = {
 
 static const struct txn_action actions[] = {
   { "drive-backup", drive_backup_args, drive_backup_action },
+  { "blockdev-backup", blockdev_backup_args, blockdev_backup_action },
   { NULL }
 };
 
@@ -151,6 +232,12 @@ static json_t *
 drive_backup_command (json_t *args, struct qmp_error *err)
 {
   return action_run_one (&actions[0], args, err);
+}
+
+static json_t *
+blockdev_backup_command (json_t *args, struct qmp_error *err)
+{
+  return action_run_one (&actions[1], args, err);
 }
 
 /* The job named by ARG: QEMU's "Job not found" or, for the block-job-*
@@ -267,7 +354,8 @@ static const struct qmp_command commands[] = {
     "the disk is frozen by copy-before-write at this instant, the copy "
     "skips holes and zeros of the frozen view, and guest writes go on.  "
     "Also a transaction action (completion-mode grouped: the jobs end "
-    "together).  Events: JOB_STATUS_CHANGE, BLOCK_JOB_COMPLETED, "
+    "together).  Events: JOB_STATUS_CHANGE, BLOCK_JOB_PENDING, "
+    "BLOCK_JOB_COMPLETED, "
     "BLOCK_JOB_CANCELLED, BLOCK_JOB_ERROR.",
     "{}.",
     "QEMU's validation texts (e.g. \"must provide a valid bitmap name "
@@ -276,6 +364,17 @@ static const struct qmp_command commands[] = {
     "\"Invalid job ID 'X'\"; \"Job ID 'X' already in use\"; \"Could "
     "not create 'PATH': ...\"; \"Could not open 'TARGET': ...\"; a "
     "format other than raw; what is not supported yet says so." },
+  { "blockdev-backup", blockdev_backup_args, blockdev_backup_command,
+    "drive-backup to TARGET, a node of this process (QEMU's "
+    "blockdev-backup): the same job, arguments and events.  Also a "
+    "transaction action.",
+    "{}.",
+    "drive-backup's (but for the target's), and \"Cannot find "
+    "device='T' nor node-name='T'\"; \"Source and target cannot be the "
+    "same\"; \"Node 'T' is busy: block device is in use by block job: "
+    "backup\" (T is in another job); \"Source and target image have "
+    "different sizes\"; \"Could not open node 'T'\"; \"Node 'T' is "
+    "read-only\"." },
   { "query-jobs", NULL, query_jobs,
     "Every job, oldest first.",
     "[{\"id\", \"type\" (\"backup\"), \"status\", \"current-progress\", "

@@ -87,8 +87,8 @@ action_run_one (const struct txn_action *a, json_t *args,
 static const struct qmp_arg action_args[] = {
   { "type", QMP_STR, false,
     "The action: any block-dirty-bitmap-* command (not "
-    "x-debug-block-dirty-bitmap-sha256), checkpoint-create, backup-begin "
-    "or abort." },
+    "x-debug-block-dirty-bitmap-sha256), checkpoint-create, backup-begin, "
+    "drive-backup, blockdev-backup or abort." },
   { "data", QMP_OBJECT, true,
     "The action's arguments, as the command of that name takes them "
     "(abort: none)." },
@@ -164,7 +164,8 @@ check_properties (json_t *props, json_t *actions, bool *grouped,
   }
   json_array_foreach (actions, i, action) {
     const char *type = json_string_value (json_object_get (action, "type"));
-    if (strcmp (type, "drive-backup") != 0) {
+    if (strcmp (type, "drive-backup") != 0 &&
+        strcmp (type, "blockdev-backup") != 0) {
       qmp_error (err, "Action '%s' does not support Transaction property "
                  "completion-mode = grouped", type);
       return false;
@@ -241,7 +242,8 @@ static const struct qmp_command commands[] = {
   { "transaction", transaction_args, transaction,
     "Run every action at one instant (no guest write lands between "
     "them) or none at all.  With completion-mode grouped (drive-backup "
-    "actions only) the jobs end together: one failing or cancelled "
+    "and blockdev-backup actions only) the jobs end together: one "
+    "failing or cancelled "
     "cancels the others.  The abort action always fails (\"Transaction "
     "aborted using Abort action\"), so that every action before it is "
     "undone.",
@@ -249,8 +251,7 @@ static const struct qmp_command commands[] = {
     "The first failing action's error, after undoing the others; "
     "\"Invalid parameter type for 'actions[I]', expected: object\"; "
     "for a bad action, its arguments' errors with the prefix 'data.'; "
-    "an unknown type or one that is not an action (blockdev-backup is "
-    "not implemented); completion-mode grouped with an action that "
+    "an unknown type or one that is not an action; completion-mode grouped with an action that "
     "starts no job; \"Cannot save the state directory "
     "...\" when the result cannot be recorded (nothing is changed then)."
   },
