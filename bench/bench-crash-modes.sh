@@ -21,8 +21,9 @@
 # (rotated, and reversed every other round): an order effect was seen
 # on this machine.  Prints the load average with the results.
 #
-# bench-latency also reports the server's CPU time per write (us/op),
-# less disturbed by the machine's other load than throughput is.
+# The server's CPU time per write (us/op; perf's task-clock where perf
+# works) is less disturbed by the machine's other load than throughput
+# is, and the ratios to none are also given paired by round.
 #
 # Knobs: ROUNDS=5, REGION=1G (the disks, and the region of rand4k:
 # 16384 chunks, so many first touches per pass), SEQ_REGION=256M (that
@@ -76,7 +77,8 @@ cleanup ()
             sleep 0.02
         done
     done
-    rm -f "$WORK"/*.img "$WORK"/*.sock "$WORK"/*.qmp "$WORK"/*.pid
+    rm -f "$WORK"/*.img "$WORK"/*.sock "$WORK"/*.qmp "$WORK"/*.pid \
+        "$WORK/perf.txt"
     rm -rf "$WORK"/state-*
 }
 trap cleanup EXIT
@@ -109,8 +111,16 @@ start ()
     fi
 }
 
+# The server's CPU time per write from perf's task-clock (to the
+# nanosecond) where perf works, else from /proc (clock ticks: coarse
+# for seq1m's few hundred writes).
+PERF=0
+if perf stat -x, -e task-clock -o /dev/null -- true >/dev/null 2>&1; then
+    PERF=1
+fi
+
 echo "bench-crash-modes: $(nproc) CPUs, $WORK ($fstype), REGION=$REGION," \
-     "SEQ_REGION=$SEQ_REGION, QD=$QD, ROUNDS=$ROUNDS"
+     "SEQ_REGION=$SEQ_REGION, QD=$QD, ROUNDS=$ROUNDS, perf: $PERF"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for c in "${configs[@]}"; do
     start "$c"
@@ -132,8 +142,16 @@ for (( r = 1; r <= ROUNDS; r++ )); do
                       '{"node": "d0", "name": "b0"}' > /dev/null
             fi
             for phase in first repeat; do
-                out=$("$BL" "$WORK/$c.sock" $mode "$region" 64K "$QD" $r \
-                          "${PIDS[$c]}")
+                cmd=("$BL" "$WORK/$c.sock" $mode "$region" 64K "$QD" $r
+                     "${PIDS[$c]}")
+                if [ "$PERF" = 1 ]; then
+                    out=$(perf stat -x, -e task-clock -p "${PIDS[$c]}" \
+                               -o "$WORK/perf.txt" -- "${cmd[@]}")
+                    out="$out task_clock_ms=$(awk -F, \
+                        '$3 == "task-clock" { print $1 }' "$WORK/perf.txt")"
+                else
+                    out=$("${cmd[@]}")
+                fi
                 echo "$c $phase $r $out" >> "$RES"
             done
         done
@@ -154,12 +172,17 @@ done
 $PY - "$RES" <<'EOF'
 import statistics, sys
 rows = {}
+byround = {}
 for line in open(sys.argv[1]):
     c, phase, r, *kv = line.split()
     d = dict(x.split("=") for x in kv)
+    if d.get("task_clock_ms"):
+        cpu = float(d["task_clock_ms"]) * 1000 / int(d["ops"])
+    else:
+        cpu = float(d.get("srv_us_per_op", "nan"))
     rows.setdefault((d["mode"], phase, c), []).append(
-        (float(d["mibps"]), float(d["p50_us"]), float(d["p99_us"]),
-         float(d.get("srv_us_per_op", "nan"))))
+        (float(d["mibps"]), float(d["p50_us"]), float(d["p99_us"]), cpu))
+    byround[(d["mode"], phase, c, r)] = (float(d["mibps"]), cpu)
 med = lambda v: statistics.median(v)
 print()
 print("medians over rounds: MiB/s, request latency (us), server CPU per "
@@ -179,5 +202,23 @@ for mode in ("rand4k", "seq1m"):
                   % (mode, phase, c, t, med([x[1] for x in v]),
                      med([x[2] for x in v]), med([x[3] for x in v]),
                      t / base["none"], t / base["plain"]))
+# Paired: each server against none in the same round, so that the
+# machine's drift from round to round cancels out.
+rounds = sorted({k[3] for k in byround})
+print()
+print("paired with none in the same round (medians over rounds): MiB/s "
+      "ratio, server CPU per write ratio")
+print("%-7s %-7s %17s %17s %17s" % ("mode", "writes", "plain", "process",
+                                    "power"))
+for mode in ("rand4k", "seq1m"):
+    for phase in ("first", "repeat"):
+        cells = []
+        for c in ("plain", "process", "power"):
+            t = [byround[(mode, phase, c, r)][0] /
+                 byround[(mode, phase, "none", r)][0] for r in rounds]
+            u = [byround[(mode, phase, c, r)][1] /
+                 byround[(mode, phase, "none", r)][1] for r in rounds]
+            cells.append("%7.3f / %7.3f" % (med(t), med(u)))
+        print("%-7s %-7s %s" % (mode, phase, " ".join(cells)))
 EOF
 echo "raw results: $RES"

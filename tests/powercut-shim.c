@@ -31,6 +31,10 @@
  * machine does not lose power, nbdkit is killed (SIGKILL) and
  * powercut.py then rebuilds DIR from S.
  *
+ * POWERCUT_FAIL_SYNC=NAME: the first fsync or fdatasync of DIR/NAME
+ * fails with EIO (and makes nothing durable), to test what the caller
+ * does then.
+ *
  * Only DIR's own entries are modelled (the state directory is flat).
  * What the model cannot describe aborts nbdkit with a message rather
  * than letting the image lie: an fsync below a subdirectory of DIR, an
@@ -61,6 +65,8 @@ static dev_t dir_dev;
 static char shadow[PATH_MAX];
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static bool warned_btime;
+static const char *fail_name;   /* POWERCUT_FAIL_SYNC */
+static bool failed_once;
 
 static int (*real_fsync) (int);
 static int (*real_fdatasync) (int);
@@ -238,9 +244,11 @@ image_dir (bool data)
   free (buf);
 }
 
-enum kind { OTHER, THE_DIR, A_FILE };
+enum kind { OTHER, THE_DIR, A_FILE, FAIL };
 
-/* Is FD DIR itself, one of its files, or something else? */
+/* Is FD DIR itself, one of its files (FAIL: the one whose sync is to
+ * fail now), or something else?
+ */
 static enum kind
 classify (int fd)
 {
@@ -266,10 +274,16 @@ classify (int fd)
    */
   if (strchr (rest, '/') != NULL)
     die ("%s: below a subdirectory of %s: not modelled", path, dir);
-  return S_ISREG (st.st_mode) ? A_FILE : OTHER;
+  if (!S_ISREG (st.st_mode))
+    return OTHER;
+  if (fail_name && strcmp (rest, fail_name) == 0 &&
+      !__atomic_exchange_n (&failed_once, true, __ATOMIC_SEQ_CST))
+    return FAIL;
+  return A_FILE;
 }
 
-static void
+/* False: the sync is to fail. */
+static bool
 before_sync (int fd)
 {
   switch (classify (fd)) {
@@ -283,23 +297,25 @@ before_sync (int fd)
     image_fd (fd);
     pthread_mutex_unlock (&lock);
     break;
+  case FAIL:
+    errno = EIO;
+    return false;
   case OTHER:
     break;
   }
+  return true;
 }
 
 int
 fsync (int fd)
 {
-  before_sync (fd);
-  return real_fsync (fd);
+  return before_sync (fd) ? real_fsync (fd) : -1;
 }
 
 int
 fdatasync (int fd)
 {
-  before_sync (fd);
-  return real_fdatasync (fd);
+  return before_sync (fd) ? real_fdatasync (fd) : -1;
 }
 
 void
@@ -422,6 +438,7 @@ powercut_init (void)
   if (strlen (s) >= sizeof shadow - 80)
     die ("POWERCUT_SHADOW=%s: too long", s);
   strcpy (shadow, s);
+  fail_name = getenv ("POWERCUT_FAIL_SYNC");
   snprintf (data, sizeof data, "%s/data", shadow);
   if ((mkdir (shadow, 0700) == -1 && errno != EEXIST) ||
       (mkdir (data, 0700) == -1 && errno != EEXIST))

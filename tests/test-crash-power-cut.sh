@@ -19,6 +19,9 @@
 #   be inconsistent, never silently missing a write);
 # - the same after a clean shutdown and restart in each round (the
 #   kill lands on durably saved state);
+# - power mode when an fdatasync of the journal fails, and when the
+#   state directory fills up: the journal is removed durably before the
+#   writes go on, and after a cut the bitmap is inconsistent;
 # - process mode under the same cut, reported, not asserted: it
 #   promises survival of a kill of nbdkit, and relies on the boot id to
 #   tell a host crash, which a simulated cut does not change, so it
@@ -134,6 +137,35 @@ assert_grep "crash_loop: [1-9][0-9]* of 8 power cuts dropped something" \
 # inconsistent.
 loop 6 power powercut quit
 loop 6 process powercut report quit
+
+# ---- power mode: an fdatasync of the journal fails (EIO) ----
+# The write whose record it was goes on without one, so the journal is
+# removed, durably, first: after a cut the bitmap is inconsistent, not
+# consistent and missing that write and the ones after it.
+truncate -s 64M "$tmp/eio.img"
+mkdir "$tmp/eio"
+eargs=(--filter="$FILTER" file "$tmp/eio.img" node-name=d0
+       qmp="$tmp/e.qmp" state="$tmp/eio" crash-safety=power)
+LD_PRELOAD="${LD_PRELOAD:+$LD_PRELOAD }$SHIM" POWERCUT_DIR="$tmp/eio" \
+    POWERCUT_SHADOW="$tmp/eshadow" POWERCUT_FAIL_SYNC=journal.d0 \
+    start_nbdkit e1 "${eargs[@]}"
+$QMP "$tmp/e.qmp" block-dirty-bitmap-add \
+     '{"node": "d0", "name": "p", "persistent": true}' > /dev/null
+qio "$(nbd_uri d0)" "write 0 512" "write 1M 512" "write 2M 512"
+assert_grep "writing the journal: Input/output error: it is removed" "$log"
+assert_eq "$(qmp_get "$tmp/e.qmp" query-named-block-nodes "" \
+             "r[0]['dirty-bitmaps'][0]['count']")" $(( 3 * 65536 )) \
+          "bytes tracked by p while the journal is gone"
+kill -9 $pid
+wait $pid || :
+$PY -c 'import powercut, sys; print(powercut.cut(sys.argv[1], sys.argv[2]))' \
+    "$tmp/eio" "$tmp/eshadow"
+start_nbdkit e2 "${eargs[@]}"
+assert_eq "$(qmp_get "$tmp/e.qmp" query-named-block-nodes "" \
+             "r[0]['dirty-bitmaps'][0]['inconsistent']")" True \
+          "p after a power cut once a journal sync failed"
+kill -9 $pid
+wait $pid || :
 
 # ---- power mode on a state directory that fills up ----
 # The journal cannot grow: it is removed and the guest's writes go on.
