@@ -30,8 +30,8 @@ filter="$(cd "$builddir" && pwd)/filters/checkpoint/.libs/nbdkit-checkpoint-filt
 test -f "$filter" || make -C "$builddir" -j2 >/dev/null
 export CRASH_DISK_MB=16
 if [[ " ${opts[*]} " == *" powercut "* ]]; then
-    make -s -C "$builddir/tests" powercut-shim.la >/dev/null
-    export POWERCUT_SHIM="$(cd "$builddir" && pwd)/tests/.libs/powercut-shim.so"
+    make -s -C "$builddir/tests" powercut-shim.so >/dev/null
+    export POWERCUT_SHIM="$(cd "$builddir" && pwd)/tests/powercut-shim.so"
     CRASH_DISK_MB=256
 fi
 work="$(mktemp -d /tmp/bench-crash-XXXXXX)"

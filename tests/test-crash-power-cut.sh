@@ -38,7 +38,7 @@ set -x
 requires_built "$FILTER"
 requires nbdkit --version
 requires $PY -c 'import nbd'
-SHIM="$abs_builddir/.libs/powercut-shim.so"
+SHIM="$abs_builddir/powercut-shim.so"
 requires_built "$SHIM"
 tmpdir
 
