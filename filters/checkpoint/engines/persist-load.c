@@ -19,6 +19,7 @@
 #include "buffer.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
+#include "engines/disk-identity.h"
 #include "engines/journal.h"
 #include "engines/persist.h"
 #include "engines/persist-format.h"
@@ -175,16 +176,24 @@ size_mismatch (struct node *n, uint64_t saved, struct qmp_error *err)
 }
 
 static void
-mark_all_inconsistent (struct node *n)
+set_all_inconsistent (struct node *n)
 {
   struct dirty_bitmap *d;
 
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->persistent && !d->inconsistent) {
+      d->inconsistent = true;
+      bitmap_compact (d->bm);
+    }
+  node_update_recording (n);
+}
+
+static void
+mark_all_inconsistent (struct node *n)
+{
   nbdkit_error ("checkpoint: cannot mark the bitmaps of '%s' in use: "
                 "they are inconsistent from now on", n->name);
-  for (d = n->bitmaps; d; d = d->next)
-    if (d->persistent)
-      d->inconsistent = true;
-  node_update_recording (n);
+  set_all_inconsistent (n);
 }
 
 static void
@@ -328,6 +337,7 @@ read_node_file (struct node *n, const char *name, const char **cause,
 {
   CLEANUP_FREE void *data = NULL;
   struct load_ctx ctx = { .clean = false };
+  struct saved_identity id;
   struct state_reader r;
   uint64_t size = 0;
   uint32_t nr = 0;
@@ -362,7 +372,7 @@ read_node_file (struct node *n, const char *name, const char **cause,
   journal_contents_free (&ctx.jc);
   if (ret == 0 && ctx.orphan && !clean)
     distrust_checkpoints (n);
-  if (ret == -1 ||
+  if (ret == -1 || disk_identity_get (&r, &id) == -1 ||
       state_get_u8 (&r, &clean) == -1 || state_reader_end (&r) == -1) {
     drop_bitmaps (n);
     nbdkit_error ("checkpoint: %s/%s is malformed: the node's saved "
@@ -371,6 +381,8 @@ read_node_file (struct node *n, const char *name, const char **cause,
     *cause = "its node file was damaged";
     return 0;
   }
+  if (!disk_identity_unchanged (n, &id))
+    set_all_inconsistent (n);
   /* In use from now on, until saved cleanly: durably, or a crash could
    * leave a file that still says "clean" under changed bits.  If that
    * cannot be written, the bits cannot be trusted after a crash: say

@@ -19,6 +19,7 @@
 #include "buffer.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
+#include "engines/disk-identity.h"
 #include "engines/journal.h"
 #include "engines/persist.h"
 #include "engines/persist-format.h"
@@ -313,6 +314,7 @@ persist_save_node (struct node *n, bool clean, bool durable)
                   (ok ? 0 : F_INCONSISTENT) |
                   (mode != CRASH_SAFETY_NONE ? F_STABLE_NAME : 0));
   }
+  disk_identity_put (&b, n, clean);
   /* Last, so that a file says "clean" only once its bits are saved. */
   state_put_u8 (&b, clean);
   r = save (name, KIND_NODE, &b, durable);
