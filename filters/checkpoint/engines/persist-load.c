@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
@@ -37,6 +38,35 @@ struct load_ctx {
   bool orphan;
 };
 
+/* Is there something called NAME in the state directory? */
+static bool
+access_exists (const char *name)
+{
+  CLEANUP_FREE char *path = NULL;
+  struct stat st;
+
+  return asprintf (&path, "%s/%s", persist_dir (), name) != -1 &&
+    lstat (path, &st) == 0;
+}
+
+/* A journal that is no file (what was one is read or set aside by
+ * now) would block the next one: set it aside.
+ */
+static void
+set_aside_odd_journal (struct node *n)
+{
+  CLEANUP_FREE char *name = NULL, *path = NULL;
+  struct stat st;
+
+  if (asprintf (&name, "journal.%s", n->name) == -1 ||
+      asprintf (&path, "%s/%s", persist_dir (), name) == -1 ||
+      lstat (path, &st) == -1 || S_ISREG (st.st_mode))
+    return;
+  nbdkit_error ("checkpoint: %s is not a regular file: it cannot be the "
+                "journal of node '%s'", path, n->name);
+  persist_set_aside (name);
+}
+
 /* The bits of bitmap I, called BITMAP, or NULL if they cannot be
  * trusted (then it is inconsistent, and the log says which and why).
  */
@@ -63,6 +93,9 @@ load_bits (struct node *n, uint32_t i, const char *bitmap,
                   "inconsistent from now on (the next backup from it must "
                   "be a full one)", bitmap, n->name, persist_dir (), name,
                   why);
+    /* Out of the way of its next save (a directory would block it). */
+    if (access_exists (name))
+      persist_set_aside (name);
     bitmap_free (bm);
     return NULL;
   }
@@ -408,6 +441,7 @@ persist_load_node (struct node *n, struct qmp_error *err)
   if (read_node_file (n, name, &cause, err) == -1)
     return -1;
   stand_in_lost_bitmaps (n, cause);
+  set_aside_odd_journal (n);
   /* process, power: saved afresh, in use, with a new journal. */
   if (persist_attach_node (n) == -1 &&
       persist_mode () != CRASH_SAFETY_NONE) {
