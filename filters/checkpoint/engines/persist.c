@@ -131,10 +131,20 @@ static void remove_stale_bits (struct node *n);
 static void
 save_clean (struct node *n)
 {
-  if (persist_save_node (n, true, true) == 0 && mode != CRASH_SAFETY_NONE) {
-    journal_remove (state_dir, n->name);
-    remove_stale_bits (n);
+  struct journal *j = journal_of (n);
+
+  if (persist_save_node (n, true, true) == 0) {
+    if (mode != CRASH_SAFETY_NONE) {
+      journal_remove (state_dir, n->name);
+      remove_stale_bits (n);
+    }
   }
+  else if (n->bitmaps)
+    nbdkit_error ("checkpoint: the bitmaps of '%s' could not be saved "
+                  "cleanly: %s", n->name,
+                  j && journal_started (j) && !journal_broken (j)
+                  ? "the next start recovers them from its journal"
+                  : "they load as inconsistent at the next start");
   forget_journal (n);
 }
 
