@@ -245,6 +245,31 @@ proc_rss (int pid, uint64_t *rss_kib, uint64_t *hwm_kib)
   fclose (f);
 }
 
+/* utime + stime of PID in ms, or -1. */
+double
+proc_cpu_ms (int pid)
+{
+  char path[64], buf[1024], *p;
+  unsigned long long ut, st;
+  FILE *f;
+  size_t n;
+
+  snprintf (path, sizeof path, "/proc/%d/stat", pid);
+  f = fopen (path, "r");
+  if (f == NULL)
+    return -1;
+  n = fread (buf, 1, sizeof buf - 1, f);
+  fclose (f);
+  buf[n] = '\0';
+  /* Fields after the command name, which ends with the last ')'. */
+  p = strrchr (buf, ')');
+  if (p == NULL ||
+      sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+              &ut, &st) != 2)
+    return -1;
+  return (ut + st) * 1000.0 / sysconf (_SC_CLK_TCK);
+}
+
 static int
 cmp_double (const void *a, const void *b)
 {

@@ -45,6 +45,9 @@ extern const char *qmp_must (struct qmp *q, const char *cmd);
 /* VmRSS and VmHWM of PID in KiB (0 if unreadable). */
 extern void proc_rss (int pid, uint64_t *rss_kib, uint64_t *hwm_kib);
 
+/* utime + stime of PID (all its threads) in ms, or -1. */
+extern double proc_cpu_ms (int pid);
+
 /* Order statistics of N doubles (sorted in place). */
 extern double stat_quantile (double *v, size_t n, double q);
 

@@ -9,10 +9,12 @@
 # was created.  Prints the rounds, how many kills landed with writes in
 # flight, and the checks passed.
 #
-#   bench/bench-crash.sh BUILDDIR [ROUNDS [MODE [churn]]]
+#   bench/bench-crash.sh BUILDDIR [ROUNDS [MODE [churn] [powercut]]]
 #
 # ROUNDS defaults to 200, MODE (crash-safety=) to process; "churn" runs
-# checkpoint-create/-delete in a loop during the writes.  CRASH_SEED
+# checkpoint-create/-delete in a loop during the writes; "powercut"
+# restarts each time on what a power cut would have left of the state
+# (tests/powercut-shim.so, built here if missing; on a 256 MiB disk).  CRASH_SEED
 # sets the seed (printed either way, to replay a failure).  Needs
 # nbdkit (file plugin) and python3 with libnbd's nbd module.
 set -e
@@ -20,13 +22,20 @@ set -e
 builddir="${1:?usage: $0 BUILDDIR [ROUNDS [MODE [churn]]]}"
 rounds="${2:-200}"
 mode="${3:-process}"
-churn="${4:-}"
+shift $(( $# < 3 ? $# : 3 ))
+opts=("$@")
 src="$(cd "$(dirname "$0")/.." && pwd)"
 filter="$(cd "$builddir" && pwd)/filters/checkpoint/.libs/nbdkit-checkpoint-filter.so"
 
 test -f "$filter" || make -C "$builddir" -j2 >/dev/null
+export CRASH_DISK_MB=16
+if [[ " ${opts[*]} " == *" powercut "* ]]; then
+    make -s -C "$builddir/tests" powercut-shim.la >/dev/null
+    export POWERCUT_SHIM="$(cd "$builddir" && pwd)/tests/.libs/powercut-shim.so"
+    CRASH_DISK_MB=256
+fi
 work="$(mktemp -d /tmp/bench-crash-XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-truncate -s 16M "$work/disk.img"
+truncate -s ${CRASH_DISK_MB}M "$work/disk.img"
 PYTHONPATH="$src/tests" /usr/bin/python3 "$src/tests/crash_loop.py" \
-    "$filter" "$work" "$rounds" "$mode" $churn
+    "$filter" "$work" "$rounds" "$mode" "${opts[@]}"

@@ -60,31 +60,6 @@ write_done (void *user_data, int *error)
   return 1;                     /* retire the command */
 }
 
-/* utime + stime of PID in ms, or -1. */
-static double
-server_cpu_ms (int pid)
-{
-  char path[64], buf[1024], *p;
-  unsigned long long ut, st;
-  FILE *f;
-  size_t n;
-
-  snprintf (path, sizeof path, "/proc/%d/stat", pid);
-  f = fopen (path, "r");
-  if (f == NULL)
-    return -1;
-  n = fread (buf, 1, sizeof buf - 1, f);
-  fclose (f);
-  buf[n] = '\0';
-  /* Fields after the command name, which ends with the last ')'. */
-  p = strrchr (buf, ')');
-  if (p == NULL ||
-      sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-              &ut, &st) != 2)
-    return -1;
-  return (ut + st) * 1000.0 / sysconf (_SC_CLK_TCK);
-}
-
 int
 main (int argc, char *argv[])
 {
@@ -163,7 +138,7 @@ main (int argc, char *argv[])
   region -= region % len;
 
   if (pid > 0)
-    cpu0 = server_cpu_ms (pid);
+    cpu0 = proc_cpu_ms (pid);
   start_ns = now_ns ();
   end_ns = start_ns + (uint64_t) (secs * 1e9);
   for (;;) {
@@ -200,7 +175,7 @@ main (int argc, char *argv[])
   }
   now = now_ns ();
   if (pid > 0)
-    cpu1 = server_cpu_ms (pid);
+    cpu1 = proc_cpu_ms (pid);
   if (failed)
     exit (1);
   secs = (now - start_ns) / 1e9;

@@ -25,6 +25,8 @@
 #   KEEP=1        keep the disk images (default: only the logs are kept)
 #   PERF=auto     count the server's instructions and cycles per write
 #                 with `perf stat` (auto: when perf works here; 0: never)
+#   CRASH_MODES=1 also run bench-crash-modes.sh (what crash-safety=
+#                 costs a write; 0: skip it), in WORK, ROUNDS=RUNS
 #
 # Takes about 7 minutes with the defaults (a minute or two of it is
 # removing the scale scenario's disk images).
@@ -48,6 +50,7 @@ WRITES=${WRITES:-512}
 SCALE_DISK=${SCALE_DISK:-1T}
 KEEP=${KEEP:-0}
 PERF=${PERF:-auto}
+CRASH_MODES=${CRASH_MODES:-1}
 
 # Build what the benchmarks need, and only that.
 for d in common/utils common/bitmap common/state common/qmp; do
@@ -261,6 +264,17 @@ for variant in nostate state; do
     rm -f "$WORK/$name.img"
 done
 
+if [ "$CRASH_MODES" = 1 ]; then
+    echo "  crash-safety modes ($(( SECONDS - start_time )) s)"
+    ROUNDS=$RUNS WORKDIR="$WORK/crash-modes" "$SRC/bench-crash-modes.sh" \
+        "$BUILD" > "$LOG/crash-modes.txt"
+fi
+
 echo "finished in $(( SECONDS - start_time )) s; raw results in $LOG"
 echo
 python3 "$SRC/summarize.py" "$LOG"
+if [ "$CRASH_MODES" = 1 ]; then
+    echo
+    echo "crash-safety= modes (bench-crash-modes.sh):"
+    sed -n '/^load average/p; /^medians/,$p' "$LOG/crash-modes.txt"
+fi

@@ -4,7 +4,10 @@
 # The soak test's load and checks, run by bench/soak.sh against one
 # nbdkit (qmpdisk under the checkpoint filter, disks d0..dN-1):
 #
-#     soak.py QMP-SOCKET NBD-SOCKET PID DIR SECONDS DISKS
+#     soak.py QMP-SOCKET NBD-SOCKET PID DIR SECONDS DISKS [NBD_BACKEND]
+#
+# NBD_BACKEND: the Unix socket of a server of one zeroed disk of
+# NB_SIZE bytes for the nbd node (without it there is none).
 #
 # The run is cut into epochs of at most EPOCH seconds.  In each epoch
 # these threads run at once, each with its own connections:
@@ -22,7 +25,15 @@
 # - hot-plug: blockdev-add of a new disk, writes and reads checked
 #   against its model, blockdev-del, its file checked;
 # - chaos: QMP clients that vanish before, during and after a command,
-#   NBD clients that vanish with reads in flight.
+#   NBD clients that vanish with reads in flight;
+# - push: drive-backup of one disk after another to a file, full, then
+#   incremental into the same file (mode=existing, a bitmap added at
+#   the full one's instant), some cancelled: a job that completes must
+#   leave a file equal to the model at the job's start;
+# - an nbd node: blockdev-add driver=nbd of a disk that another nbdkit
+#   serves (NBD_BACKEND), written and read through our export, a pull
+#   backup of it checked while it is written, a reader that vanishes,
+#   blockdev-del, and its contents checked on the other server.
 # At the end of an epoch every thread stops and closes its connections,
 # every disk is read whole and compared with its model, and the
 # descriptors, threads and RSS of nbdkit are sampled once they settle.
@@ -50,6 +61,7 @@ MiB = 1024 * KiB
 CHUNK = 64 * KiB
 DISK_SIZE = 8 * MiB
 HP_SIZE = 2 * MiB
+NB_SIZE = 2 * MiB
 EPOCH = 15.0
 READ = 256 * KiB
 # Warm-up: the epochs of the first WARMUP seconds, or of the first
@@ -66,14 +78,17 @@ MARGIN_FDS = 0
 MARGIN_THREADS = 0
 MARGIN_RSS_KIB = int(os.environ.get("SOAK_RSS_MARGIN_KIB", 8 * 1024))
 
-qsock, sock, pid, workdir, seconds, ndisks = sys.argv[1:]
+qsock, sock, pid, workdir, seconds, ndisks = sys.argv[1:7]
 pid, seconds, ndisks = int(pid), float(seconds), int(ndisks)
+backend = sys.argv[7] if len(sys.argv) > 7 else None
 
 stats_lock = threading.Lock()
 stats = {"rounds": 0, "verified": 0, "written": 0, "backups": 0,
          "incremental": 0, "checkpoints": 0, "transactions": 0,
          "hotplugs": 0, "qmp-vanished": 0, "nbd-vanished": 0,
-         "refused-busy": 0}
+         "refused-busy": 0, "pushes": 0, "pushes-verified": 0,
+         "pushes-incremental": 0,
+         "push-cancelled": 0, "nbd-node-rounds": 0}
 errors = []
 stop = threading.Event()
 
@@ -396,6 +411,149 @@ def chaos(end):
         time.sleep(0.02)
 
 
+def job_end(m, job):
+    """Wait until JOB is gone (auto-dismissed); its last event."""
+    for _ in range(1200):
+        if not any(j["id"] == job for j in m.command("query-jobs")):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("job %s did not end" % job)
+    def of_job(e):
+        d = e.get("data", {})
+        return d.get("device", d.get("id")) == job
+    ends = [e for e in m.events if of_job(e) and e["event"] in
+            ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED")]
+    m.events[:] = [e for e in m.events if not of_job(e)]
+    check(len(ends) == 1, "job %s ended with events %r" % (job, ends))
+    return ends[0]
+
+
+def push(end):
+    """drive-backup of each disk in turn into push-NODE.raw: full (with
+    a bitmap added at the same instant), then incremental into the same
+    file; every fourth job slowed down and cancelled."""
+    m = QMP(qsock)
+    chain = {}                  # node: its bitmap, the file up to date
+    n = 0
+    while time.time() < end and not stop.is_set():
+        n += 1
+        d = disks[n % len(disks)]
+        job, bm = "push%d" % n, "push-" + d.name
+        target = os.path.join(workdir, "push-%s.raw" % d.name)
+        args = {"job-id": job, "device": d.name, "target": target,
+                "sync": "full"}
+        if d.name in chain:
+            args.update(sync="incremental", bitmap=bm, mode="existing")
+        cancel = n % 4 == 0
+        if cancel:
+            args["speed"] = MiB
+        with d.lock:            # the writer is between two batches
+            if d.name not in chain:
+                m.command("block-dirty-bitmap-add", {"node": d.name,
+                                                     "name": bm})
+            m.command("drive-backup", args)
+            frozen = bytes(d.model)
+        count("pushes")
+        if cancel:
+            r = m.cmd("block-job-cancel", {"device": job})
+            check("return" in r or "not found" in r["error"]["desc"] or
+                  "not active" in r["error"]["desc"],
+                  "block-job-cancel %s: %r" % (job, r))
+        ev = job_end(m, job)
+        if ev["event"] == "BLOCK_JOB_CANCELLED":
+            check(cancel, "job %s cancelled: %r" % (job, ev))
+            count("push-cancelled")
+            # A cancelled incremental left its bitmap as it was (its
+            # chunks are copied again next time); a cancelled full one
+            # leaves no chain.
+            if d.name not in chain:
+                m.command("block-dirty-bitmap-remove", {"node": d.name,
+                                                        "name": bm})
+            continue
+        check("error" not in ev["data"], "job %s failed: %r" % (job, ev))
+        with open(target, "rb") as f:
+            got = f.read()
+        if got != frozen:
+            bad = next((i for i in range(min(len(got), len(frozen)))
+                        if got[i] != frozen[i]), min(len(got), len(frozen)))
+            raise AssertionError("%s (%s, %s): target differs from the "
+                                 "model at the job's start at byte %d (%d "
+                                 "bytes, want %d)" % (job, args["sync"],
+                                                      d.name, bad, len(got),
+                                                      len(frozen)))
+        count("verified", len(frozen))
+        count("pushes-verified")
+        if d.name in chain:
+            count("pushes-incremental")
+        chain[d.name] = bm
+        time.sleep(0.05)
+    for node, bm in chain.items():
+        m.command("block-dirty-bitmap-remove", {"node": node, "name": bm})
+    m.close()
+
+
+nb_model = bytearray(NB_SIZE)   # what the backend's disk holds
+
+
+def nbd_node(end):
+    """blockdev-add driver=nbd of the backend's disk, I/O through our
+    export and a pull backup of it, blockdev-del, then its contents
+    read straight from the backend."""
+    m = QMP(qsock)
+    rnd = random.Random()
+    n = 0
+    while time.time() < end and not stop.is_set():
+        n += 1
+        m.command("blockdev-add", {"node-name": "nb", "driver": "nbd",
+                                   "server": {"type": "unix",
+                                              "path": backend},
+                                   "export": ""})
+        h = nbd_open(uri(sock, "nb"))
+        verify(h, nb_model, "nb")
+
+        def scribble(k):
+            for _ in range(k):
+                off = rnd.randrange(0, NB_SIZE - 65536)
+                data = os.urandom(rnd.randrange(1, 65536))
+                h.pwrite(data, off)
+                nb_model[off:off + len(data)] = data
+                count("written", len(data))
+        scribble(8)
+        r = m.command("backup-begin", {"id": "nbk%d" % n,
+                                       "disks": [{"node": "nb"}]})
+        frozen = bytes(nb_model)
+        scribble(8)             # copied before written, for the backup
+        export = r["exports"][0]["export"]
+        b = nbd_open(uri(sock, export))
+        if n % 2:
+            b.aio_pread(nbd.Buffer(MiB), 0)     # vanishes with it
+            del b
+            count("nbd-vanished")
+            b = nbd_open(uri(sock, export))
+        verify(b, frozen, export)
+        b.shutdown()
+        del b
+        m.command("backup-end", {"id": "nbk%d" % n})
+        verify(h, nb_model, "nb")
+        h.flush()
+        h.shutdown()
+        del h
+        for _ in range(200):
+            r = m.cmd("blockdev-del", {"node-name": "nb"})
+            if "return" in r:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("blockdev-del nb: %r" % r)
+        direct = nbd_open(uri(backend))
+        verify(direct, nb_model, "the nbd node's backend")
+        direct.shutdown()
+        count("nbd-node-rounds")
+        time.sleep(0.1)
+    m.close()
+
+
 def check_disks():
     for d in disks:
         h = nbd_open(uri(sock, d.name))
@@ -410,6 +568,7 @@ def check_disks():
 def state_is_clean():
     with QMP(qsock) as m:
         check(m.command("query-backups") == [], "backups left")
+        check(m.command("query-jobs") == [], "jobs left")
         left = [c["name"] for c in m.command("query-checkpoints")]
         check(left == [], "checkpoints left: %r" % left)
         for node in names:
@@ -436,7 +595,9 @@ while not stop.is_set():
     end = min(deadline, time.time() + EPOCH)
     ts = [thread(writer, d, end) for d in disks]
     ts += [thread(backups, end), thread(churn, end), thread(hotplug, end),
-           thread(chaos, end)]
+           thread(chaos, end), thread(push, end)]
+    if backend:
+        ts.append(thread(nbd_node, end))
     for t in ts:
         t.join()
     if stop.is_set():

@@ -58,13 +58,16 @@ if [ -n "${NC_SANITIZER:-}" ] && [ "$NC_SANITIZER" != none ]; then
     export ASAN_OPTIONS="quarantine_size_mb=8${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
     export SOAK_RSS_MARGIN_KIB=$((128 * 1024))
 fi
+# The server of the disk behind the nbd node (soak.py nbd_node).
+start_nbdkit backend --threads="${SOAK_THREADS:-1}" memory 2M
+backend=$sock
 start_nbdkit kit --threads="${SOAK_THREADS:-1}" --filter="$FILTER" \
              "$PLUGIN" "${args[@]}" qmp="$tmp/q.sock" state="$tmp/state"
 echo "soak: $seconds s, $ndisks disks, nbdkit pid $pid, in $tmp"
 status=0
 timeout $((seconds + 120)) \
         $PY "$bench/soak.py" "$tmp/q.sock" "$sock" "$pid" "$tmp" \
-        "$seconds" "$ndisks" || status=$?
+        "$seconds" "$ndisks" "$backend" || status=$?
 kill -0 "$pid" 2>/dev/null || fail "nbdkit died (log: $log)"
 if grep -E 'Assertion|double free|corrupted|AddressSanitizer|runtime error' \
         "$log"; then

@@ -219,11 +219,12 @@ class Chain:
     def on_disk(self, node):
         return [c for c in self.order if node in self.info[c]["disks"]]
 
-    def create(self, name, disks=None, description=None):
+    def create(self, name, disks=None, description=None, pending=False):
+        """PENDING: made by backup-begin, until backup-end (kept)."""
         disks = list(disks) if disks is not None else sorted(self.sizes)
         self.log.append(("c", name))
         self.info[name] = {"parent": self.current, "disks": disks,
-                           "description": description}
+                           "description": description, "pending": pending}
         for d in disks:
             prev = self.on_disk(d)
             if prev:
@@ -254,6 +255,10 @@ class Chain:
             self.current = info["parent"]
         self.order.remove(name)
         del self.info[name]
+
+    def kept(self, name):
+        """Its backup ended with success."""
+        self.info[name]["pending"] = False
 
     def descendants(self, name):
         out, frontier = [], [name]
@@ -287,7 +292,8 @@ class Chain:
         for c in self.order:
             i = self.info[c]
             e = {"name": c, "children": self.children(c),
-                 "current": c == self.current, "disks": []}
+                 "current": c == self.current, "pending": i["pending"],
+                 "disks": []}
             if i["parent"] is not None:
                 e["parent"] = i["parent"]
             if i["description"] is not None:

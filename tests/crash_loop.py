@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (C) nbdkit-checkpoint authors.  See LICENSE.
-# The kill -9 loop of crash-safety (test-crash-safety.sh, bench/).
+# The kill -9 loop of crash-safety (test-crash-safety.sh,
+# test-crash-power-cut.sh, bench/).
 #
-#     crash_loop.py FILTER TMP ROUNDS MODE [churn]
+#     crash_loop.py FILTER TMP ROUNDS MODE [churn] [powercut] [report] [quit]
 #
 # Each round starts nbdkit (file plugin, the checkpoint filter, state=
 # TMP/state, crash-safety=MODE) on the same disk and state, checks the
@@ -16,12 +17,26 @@
 # or not.  The check: every checkpoint's "changed since" (the block
 # status of an incremental backup export from it) covers every chunk
 # holding a sector written after that checkpoint was created, and no
-# bitmap is inconsistent.  With "churn", checkpoint-create and
-# checkpoint-delete run in a loop during the writes; a checkpoint may
-# then be inconsistent (an incremental from it is refused), never
-# silently missing a write.  Prints how many kills landed with writes
-# in flight.
-
+# bitmap is inconsistent.  With "churn", checkpoint-create,
+# checkpoint-delete and transactions (a checkpoint and a bitmap at one
+# instant) run in a loop during the writes: after each kill every
+# change is there whole or not at all (a checkpoint whose create was
+# answered is there unless a delete of it was sent; a transaction's
+# checkpoint and bitmap are both there or both gone), and still no
+# bitmap is inconsistent.  Prints how many kills landed with writes in
+# flight.
+#
+# "powercut": nbdkit runs under powercut-shim.so (POWERCUT_SHIM names
+# it), and after each kill the state directory is replaced by what a
+# power cut would have left of it: only what was fsync'd (powercut.py).
+# The disk image keeps every write that reached it (the worst case for
+# the bitmaps: a disk whose data survived while the state's did not).
+# "quit": each round, once its checkpoint is made, nbdkit is stopped
+# cleanly (quit) and started again before the writes: the kill then
+# lands on state that a clean shutdown saved durably.
+# "report": count what the checks find instead of failing on it (for
+# crash-safety=process under a power cut, which promises nothing: it
+# relies on the boot id, which a simulated cut does not change).
 import os
 import random
 import signal
@@ -34,22 +49,35 @@ import time
 import nbd
 
 from testlib import check, connect, nbd_open, uri, bitmap_infos, fail
+import powercut
 
 FILTER, TMP, ROUNDS, MODE = sys.argv[1], sys.argv[2], int(sys.argv[3]), \
     sys.argv[4]
-CHURN = len(sys.argv) > 5 and sys.argv[5] == "churn"
-SIZE = 16 * 1024 * 1024
+OPTS = set(sys.argv[5:])
+check(OPTS <= {"churn", "powercut", "report", "quit"},
+      "options: %r" % sys.argv[5:])
+CHURN = "churn" in OPTS
+POWERCUT = "powercut" in OPTS
+REPORT = "report" in OPTS
+QUIT = "quit" in OPTS
+# The disk (TMP/disk.img, made by the caller): CRASH_DISK_MB, 16 MiB
+# by default.  A larger one keeps first touches of clean chunks going
+# longer into each round, where power mode syncs.
+SIZE = int(os.environ.get("CRASH_DISK_MB", "16")) * 1024 * 1024
 GRAN = 65536
 SECTOR = 512
 IMG = TMP + "/disk.img"
 STATE = TMP + "/state"
+SHADOW = TMP + "/shadow"
 QMP = TMP + "/q.qmp"
 SOCK = TMP + "/nbd.sock"
 TAG = b"NCWR"
+check(os.path.getsize(IMG) == SIZE, "%s is not %d bytes" % (IMG, SIZE))
 seed = int(os.environ.get("CRASH_SEED", str(int(time.time()))))
 rng = random.Random(seed)
-print("crash_loop: seed %d, %d rounds, crash-safety=%s%s"
-      % (seed, ROUNDS, MODE, ", with checkpoint churn" if CHURN else ""),
+print("crash_loop: seed %d, %d rounds, crash-safety=%s%s%s"
+      % (seed, ROUNDS, MODE, ", with checkpoint churn" if CHURN else "",
+         ", simulated power cuts" if POWERCUT else ""),
       flush=True)
 
 
@@ -58,11 +86,15 @@ def start():
         if os.path.exists(p):
             os.unlink(p)
     log = open(TMP + "/nbdkit.log", "a")
+    env = None
+    if POWERCUT:
+        os.makedirs(STATE, exist_ok=True)
+        env = powercut.environ(os.environ["POWERCUT_SHIM"], STATE, SHADOW)
     p = subprocess.Popen(["nbdkit", "-f", "--exit-with-parent", "-U", SOCK,
                           "--filter=" + FILTER, "file", IMG, "node-name=d0",
                           "qmp=" + QMP, "state=" + STATE,
                           "crash-safety=" + MODE],
-                         stderr=log)
+                         stderr=log, env=env)
     for _ in range(400):
         if os.path.exists(QMP) and os.path.exists(SOCK):
             return p
@@ -117,12 +149,28 @@ def unchanged_chunks(m, name):
     return clean
 
 
+def problem(cond, msg, kind):
+    """check(), or with "report" count (by KIND) and show the first few."""
+    if cond:
+        return True
+    if not REPORT:
+        fail(msg)
+    stats["problems"] += 1
+    stats["kinds"][kind] = stats["kinds"].get(kind, 0) + 1
+    if stats["problems"] <= 5:
+        print("crash_loop: found: " + msg, flush=True)
+    return False
+
+
 # checkpoints: name -> sequence number of the first write sent after it
 # was created (writes before may legitimately be missing from it).
 checkpoints = {}
+deleting = set()        # checkpoint-delete sent (answered or not)
+paired = {}             # checkpoint -> bitmap made in its transaction
 seq = 0
 stats = {"rounds": 0, "in_flight": 0, "writes": 0, "checked": 0,
-         "inconsistent": 0, "leftover": 0}
+         "inconsistent": 0, "leftover": 0, "problems": 0, "cut": 0,
+         "dropped": {}, "kinds": {}}
 
 
 def verify(m, rnd):
@@ -135,35 +183,47 @@ def verify(m, rnd):
     for name, b in infos.items():
         if name in listed:
             continue
-        # A bitmap left by a checkpoint-delete that a kill cut short
-        # (metadata is not crash-atomic yet: TODO): never trusted.
-        check(CHURN and b["inconsistent"], "round %d: bitmap %s is not a "
-              "checkpoint's: %r (checkpoints %r)" % (rnd, name, b, listed))
+        # Only a transaction's bitmap, with its checkpoint.
+        owner = [c for c, t in paired.items() if t == name]
+        problem(owner and not b["inconsistent"], "round %d: bitmap %s is "
+                "not a checkpoint's: %r (checkpoints %r)"
+                % (rnd, name, b, listed), "left-over bitmap")
+        problem(not owner or owner[0] in listed or owner[0] in deleting,
+                "round %d: bitmap %s is there without its checkpoint: a "
+                "transaction cut in half" % (rnd, name), "half a change")
         stats["leftover"] += 1
         m.command("block-dirty-bitmap-remove", {"node": "d0", "name": name})
+    for c, t in paired.items():
+        problem(c not in listed or t in infos or c in deleting,
+                "round %d: checkpoint %s is there without bitmap %s: a "
+                "transaction cut in half" % (rnd, c, t), "half a change")
+    paired.clear()
     for name, first in sorted(checkpoints.items()):
-        if name not in listed:        # deleted
+        if name not in listed:
+            problem(name in deleting, "round %d: checkpoint %s is gone, "
+                    "though its creation was answered and its deletion "
+                    "never asked (crash-safety=%s, seed %d)"
+                    % (rnd, name, MODE, seed), "checkpoint lost")
             continue
         b = infos[name]
-        if b["inconsistent"]:
-            check(CHURN, "round %d: checkpoint %s is inconsistent after a "
-                  "kill -9 under crash-safety=%s: %r" % (rnd, name, MODE, b))
-            stats["inconsistent"] += 1
-            check(unchanged_chunks(m, name) is None,
-                  "incremental from inconsistent %s accepted" % name)
-            continue
+        problem(not b["inconsistent"], "round %d: checkpoint %s is "
+                "inconsistent after a kill -9 under crash-safety=%s: %r"
+                % (rnd, name, MODE, b), "inconsistent (detected)")
         clean = unchanged_chunks(m, name)
         if clean is None:
-            # A later checkpoint of the chain is inconsistent.
-            check(CHURN, "round %d: incremental from %s refused" % (rnd, name))
+            problem(False, "round %d: incremental from %s refused"
+                    % (rnd, name), "inconsistent (detected)")
             stats["inconsistent"] += 1
             continue
         missing = sorted({s * SECTOR // GRAN for s, (r, q) in tags.items()
                           if q >= first} & clean)
-        check(not missing, "round %d: checkpoint %s misses written chunks "
-              "%r (crash-safety=%s, seed %d)" % (rnd, name, missing[:20],
-                                                 MODE, seed))
-        stats["checked"] += 1
+        if problem(not missing, "round %d: checkpoint %s misses written "
+                   "chunks %r (crash-safety=%s, seed %d)"
+                   % (rnd, name, missing[:20], MODE, seed),
+                   "missed writes (silent)"):
+            stats["checked"] += 1
+    for name in set(checkpoints) - set(listed):
+        del checkpoints[name]
 
 
 def writer(h, state):
@@ -196,19 +256,29 @@ def writer(h, state):
 
 
 def churn_loop(m, state):
-    """checkpoint-create and -delete while the writes run."""
+    """checkpoint-create, -delete and transactions while the writes
+    run."""
     i = 0
     try:
         while not state["stop"]:
             name = "r%dc%d" % (state["round"], i)
             i += 1
-            r = m.cmd("checkpoint-create", {"name": name})
+            if i % 2:
+                r = m.cmd("checkpoint-create", {"name": name})
+            else:
+                paired[name] = "t" + name
+                r = m.cmd("transaction", {"actions": [
+                    {"type": "checkpoint-create", "data": {"name": name}},
+                    {"type": "block-dirty-bitmap-add",
+                     "data": {"node": "d0", "name": "t" + name,
+                              "persistent": True}}]})
             if "return" not in r:
                 break
             # Writes numbered from here on were sent after it existed.
             checkpoints[name] = seq
             listed = [c["name"] for c in m.command("query-checkpoints")]
             if len(listed) > 3:
+                deleting.add(listed[1])
                 r = m.cmd("checkpoint-delete", {"name": listed[1]})
                 if "return" not in r:
                     break
@@ -227,7 +297,15 @@ for rnd in range(1, ROUNDS + 1):
     checkpoints[name] = seq
     listed = [c["name"] for c in m.command("query-checkpoints")]
     for old in listed[:-3]:
+        deleting.add(old)
         m.command("checkpoint-delete", {"name": old})
+    if QUIT:
+        m.command("quit")
+        p.wait()
+        check(p.returncode == 0, "nbdkit's exit status after quit: %d"
+              % p.returncode)
+        p = start()
+        m = connect(QMP)
     h = nbd.NBD()
     h.connect_uri(uri(SOCK))
     state = {"stop": False, "round": rnd, "inflight": 0}
@@ -241,6 +319,13 @@ for rnd in range(1, ROUNDS + 1):
     time.sleep(rng.uniform(0.05, 0.4))
     p.send_signal(signal.SIGKILL)
     p.wait()
+    if POWERCUT:
+        dropped = powercut.cut(STATE, SHADOW)
+        stats["cut"] += bool(dropped)
+        for name, why in dropped.items():
+            kind = ("temporary" if name.startswith(".")
+                    else name.split(".")[0]) + " " + why
+            stats["dropped"][kind] = stats["dropped"].get(kind, 0) + 1
     state["stop"] = True
     t.join()
     if c:
@@ -259,8 +344,17 @@ check(p.returncode == 0, "nbdkit's exit status after quit: %d"
       % p.returncode)
 print("crash_loop: %(rounds)d kills, %(in_flight)d with writes in flight, "
       "%(writes)d writes, %(checked)d checkpoint checks passed, "
-      "%(inconsistent)d inconsistent and %(leftover)d left-over bitmaps "
-      "(allowed with churn only)" % stats,
+      "%(leftover)d transactions' bitmaps checked and removed" % stats,
       flush=True)
+if POWERCUT:
+    print("crash_loop: %d of %d power cuts dropped something: %s"
+          % (stats["cut"], stats["rounds"],
+             ", ".join("%s %d" % kv for kv in sorted(stats["dropped"].items()))
+             or "nothing"), flush=True)
+if REPORT:
+    print("crash_loop: %d problems found (reported, not failed): %s"
+          % (stats["problems"],
+             ", ".join("%s %d" % kv for kv in sorted(stats["kinds"].items()))
+             or "none"), flush=True)
 check(stats["in_flight"] > 0 or ROUNDS < 3,
       "no kill landed with writes in flight")

@@ -34,28 +34,10 @@ from testlib import *
 qsock, sock, pid, log, sda = script_args(str, str, int, str, file_bytes)
 
 def fds():
-    return len(os.listdir("/proc/%d/fd" % pid))
+    return len(proc_fds(pid))
 
 def same_fds(n):
-    """The server closes an NBD client's descriptor a moment after the
-    client: wait up to 5 s for the count to come back to N."""
-    for _ in range(100):
-        if fds() == n:
-            return
-        time.sleep(0.05)
-    fail("descriptors: %d before, %d after" % (n, fds()))
-
-def settled_fds():
-    """The count once the server has closed what closing clients left
-    (two samples 0.1 s apart agree; at most 5 s)."""
-    last = fds()
-    for _ in range(50):
-        time.sleep(0.1)
-        now = fds()
-        if now == last:
-            return now
-        last = now
-    return last
+    check_comes_back(fds, n, "descriptors", timeout=5)
 
 def names(m, node):
     return [b["name"] for b in bitmap_infos(m, node)]
@@ -101,7 +83,7 @@ with QMP(qsock) as m:
                      "checkpoints, the limit (max-checkpoints=2); delete "
                      "old ones first")
         # Nor through backup-begin: no backup, no checkpoint, no fd.
-        n = settled_fds()
+        n = settled(fds)
         expect_error(m, "backup-begin", {"id": "bk", "checkpoint": {"name": "c3"}},
                      contains="max-checkpoints=2")
         check(m.command("query-backups") == [], "a backup was left")
@@ -133,7 +115,7 @@ with QMP(qsock) as m:
         m.command("backup-begin", {"id": "k2", "disks": [{"node": "sda"}]})
         # (nbdkit's first NBD connection opens 2 descriptors for good.)
         ex = nbd_exports(sock)
-        n = settled_fds()
+        n = settled(fds)
         expect_error(m, "backup-begin", {"id": "k3"},
                      desc="Cannot begin a backup: 2 backups are active, "
                      "the limit (max-backups=2); end one first")

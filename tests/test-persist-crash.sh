@@ -123,6 +123,11 @@ elif step == "after-crash":
           cks[0]["disks"][0]["size"] >= S, "k1's size after a crash must "
           "not claim fewer changes than there were: %r" % cks)
     print("query-checkpoints after kill -9: %s" % json.dumps(cks))
+    # No incremental from it: the error says what to do instead.
+    E(m, "backup-begin", {"incremental": "k1"},
+      "Bitmap 'k1' of checkpoint 'k1' on 'd0' is inconsistent and cannot "
+      "be used: what changed since then is unknown, a full backup is "
+      "needed")
     # remove works on an inconsistent bitmap.
     m.command("block-dirty-bitmap-remove", {"node": "d0", "name": "p1"})
     check(sorted(infos()) == ["k1", "new", "p2"], "%r" % sorted(infos()))

@@ -47,11 +47,10 @@ def nbd_read(uri, n):
 
 
 def threads():
-    return len(os.listdir("/proc/%d/task" % kitpid))
+    return proc_threads(kitpid)
 
 def fds():
-    return sorted(os.readlink("/proc/%d/fd/%s" % (kitpid, f))
-                  for f in os.listdir("/proc/%d/fd" % kitpid))
+    return proc_fds(kitpid)
 
 def job_events(m, job):
     """The job's events so far, as short strings, in order."""
@@ -86,7 +85,7 @@ m = connect(qsock)
 # The disk's read-write descriptor opens with the first write.
 qio(sda, "write -P 0x5a 0 4k")
 shutil.copyfile(tmp + "/sda.img", tmp + "/ref0")
-base_threads, base_fds = threads(), fds()
+base_threads, base_fds = settled(threads), settled(fds)
 
 @section("validation errors")
 def _():
@@ -466,11 +465,8 @@ def _():
 
 @section("nothing leaks")
 def _():
-    time.sleep(0.3)
-    check(threads() == base_threads, "threads: %d before, %d after"
-          % (base_threads, threads()))
-    check(fds() == base_fds, "descriptors: %r before, %r after"
-          % (base_fds, fds()))
+    check_comes_back(threads, base_threads, "threads")
+    check_comes_back(fds, base_fds, "descriptors")
     check(os.listdir(tmp + "/scratch") == [], "scratch files left")
     m.command("blockdev-del", {"node-name": "sda"})
     m.command("blockdev-add", {"driver": "file", "node-name": "sda",

@@ -182,6 +182,48 @@ def qio_cmd(op, offset, length, pattern=0x55):
 _failures = []
 
 
+def proc_threads(pid):
+    """The number of threads of process PID."""
+    return len(os.listdir("/proc/%d/task" % pid))
+
+
+def proc_fds(pid):
+    """What PID's descriptors point to, sorted; one closing meanwhile
+    is left out."""
+    out = []
+    for f in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out.append(os.readlink("/proc/%d/fd/%s" % (pid, f)))
+        except FileNotFoundError:
+            pass
+    return sorted(out)
+
+
+def settled(sample, timeout=10):
+    """SAMPLE() once it has stopped changing (three samples 0.1 s
+    apart agree, at most TIMEOUT s): nbdkit's threads and descriptors
+    of a connection go a moment after its client, so a count taken
+    right after a client closed may still hold them."""
+    last, same = sample(), 0
+    t = time.monotonic()
+    while same < 2 and time.monotonic() - t < timeout:
+        time.sleep(0.1)
+        now = sample()
+        same = same + 1 if now == last else 0
+        last = now
+    return last
+
+
+def check_comes_back(sample, want, what, timeout=10):
+    """Fail unless SAMPLE() is WANT again within TIMEOUT s: a resource
+    left behind stays, one still closing goes."""
+    t = time.monotonic()
+    while sample() != want:
+        if time.monotonic() - t >= timeout:
+            fail("%s: %r before, %r after" % (what, want, sample()))
+        time.sleep(0.05)
+
+
 def section(title):
     """Decorator: run the function now as one section of the test."""
     def run(fn):

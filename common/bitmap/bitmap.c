@@ -1060,8 +1060,12 @@ load_runs (struct bitmap *bm, const unsigned char *p, const unsigned char *end,
   return -1;
 }
 
-struct bitmap *
-bitmap_deserialize (const void *buf, size_t len)
+/* WANT: the size and granularity the buffer must have, checked before
+ * anything is allocated (NULL: any).
+ */
+static struct bitmap *
+deserialize (const void *buf, size_t len, const uint64_t *want_size,
+             const uint32_t *want_granularity)
 {
   const unsigned char *p = buf;
   uint64_t size, count, nr_runs, nr_words;
@@ -1074,6 +1078,9 @@ bitmap_deserialize (const void *buf, size_t len)
     goto invalid;
   granularity = le_load (p + 12, 4);
   size = le_load (p + 16, 8);
+  if ((want_size && size != *want_size) ||
+      (want_granularity && granularity != *want_granularity))
+    goto invalid;
   count = le_load (p + 24, 8);
   nr_runs = le_load (p + 32, 8);
   nr_words = le_load (p + 40, 8);
@@ -1104,4 +1111,17 @@ bitmap_deserialize (const void *buf, size_t len)
  invalid:
   errno = EINVAL;
   return NULL;
+}
+
+struct bitmap *
+bitmap_deserialize (const void *buf, size_t len)
+{
+  return deserialize (buf, len, NULL, NULL);
+}
+
+struct bitmap *
+bitmap_deserialize_as (const void *buf, size_t len, uint64_t size,
+                       uint32_t granularity)
+{
+  return deserialize (buf, len, &size, &granularity);
 }

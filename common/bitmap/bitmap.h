@@ -138,5 +138,12 @@ extern int bitmap_serialize (const struct bitmap *bm,
  * LEN, never trusts a count from the buffer), ENOMEM.
  */
 extern struct bitmap *bitmap_deserialize (const void *buf, size_t len);
+/* The same, and EINVAL unless the buffer is for SIZE bytes at
+ * GRANULARITY: checked before allocating, so that a file claiming a
+ * huge disk costs nothing (found by fuzz/fuzz-persist).
+ */
+extern struct bitmap *bitmap_deserialize_as (const void *buf, size_t len,
+                                             uint64_t size,
+                                             uint32_t granularity);
 
 #endif /* NC_BITMAP_H */

@@ -1673,12 +1673,45 @@ struct test {
   int (*fn) (void);
 };
 
+/* bitmap_deserialize_as refuses a buffer for another disk before it
+ * allocates: one claiming 2^62 bytes in 512-byte chunks (a page
+ * directory of terabytes) fails at once with EINVAL.
+ */
+static int
+test_deserialize_as (void)
+{
+  CLEANUP_BITMAP struct bitmap *bm = bitmap_new (1 * MiB, 4096);
+  CLEANUP_BITMAP struct bitmap *huge = bitmap_new (UINT64_C (1) << 62, 512);
+  CLEANUP_BITMAP struct bitmap *bm2 = NULL;
+  CLEANUP_FREE void *buf = NULL, *hbuf = NULL;
+  size_t len, hlen;
+
+  CHECK (bm != NULL);
+  CHECK (bitmap_set_range (bm, 8192, 5000) == 2);
+  TRY (bitmap_serialize (bm, &buf, &len));
+  CHECK (bitmap_deserialize_as (buf, len, 2 * MiB, 4096) == NULL &&
+         errno == EINVAL);
+  CHECK (bitmap_deserialize_as (buf, len, 1 * MiB, 512) == NULL &&
+         errno == EINVAL);
+  bm2 = bitmap_deserialize_as (buf, len, 1 * MiB, 4096);
+  CHECK (bm2 != NULL && bitmap_count_bytes (bm2) == 8192);
+  /* A huge one can be made lazily (its directory is not), so build
+   * its buffer and check only that it is refused for a small disk.
+   */
+  if (huge != NULL && bitmap_serialize (huge, &hbuf, &hlen) == 0) {
+    CHECK (bitmap_deserialize_as (hbuf, hlen, 1 * MiB, 512) == NULL &&
+           errno == EINVAL);
+  }
+  return 0;
+}
+
 static const struct test tests[] = {
   { "new and errors", test_new_and_errors },
   { "empty disk", test_empty_disk },
   { "unaligned edges", test_unaligned_edges },
   { "partial last chunk", test_partial_last_chunk },
   { "huge disk", test_huge_disk },
+  { "deserialize for a given disk", test_deserialize_as },
   { "any and all dirty", test_any_all },
   { "find walks extents", test_find_walk },
   { "merge, same granularity", test_merge_same_granularity },

@@ -24,24 +24,11 @@
 #include "byteorder.h"
 #include "rounding.h"
 #include "state.h"
+#include "state-private.h"
 
 #define SHA256_LEN 32
 #define HDR_SUM_OFFSET 56       /* header checksum covers bytes before */
 #define TEMP_INFIX ".tmp."
-
-/* Closes an fd at the end of its scope without clobbering errno, which
- * usually holds the error being returned.
- */
-static void
-cleanup_close (int *fd)
-{
-  int saved = errno;
-
-  if (*fd >= 0)
-    close (*fd);
-  errno = saved;
-}
-#define CLEANUP_CLOSE __attribute__ ((cleanup (cleanup_close)))
 
 static void
 cleanup_closedir (DIR **d)
@@ -294,6 +281,42 @@ state_write_flags (const char *dir, const char *name, uint32_t kind,
       renameat (dfd, tmp, dfd, name) == -1)
     return discard_temp (dfd, tmp, -1);
   return sync ? fsync (dfd) : 0;
+}
+
+int
+state_write_staged (const char *dir, const char *staged, uint32_t kind,
+                    const void *payload, size_t len, unsigned flags)
+{
+  uint8_t hdr[STATE_HEADER_SIZE];
+  CLEANUP_CLOSE int dfd = -1;
+  int fd;
+
+  if (len > STATE_MAX_PAYLOAD) {
+    errno = EFBIG;
+    return -1;
+  }
+  if (encode_header (hdr, kind, payload, len) == -1)
+    return -1;
+  dfd = open_dir (dir);
+  if (dfd == -1)
+    return -1;
+  fd = openat (dfd, staged, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC |
+               O_NOFOLLOW, 0600);
+  if (fd == -1)
+    return -1;
+  if (write_full (fd, hdr, sizeof hdr) == -1 ||
+      write_full (fd, payload, len) == -1 ||
+      (!(flags & STATE_NO_SYNC) && fsync (fd) == -1))
+    return discard_temp (dfd, staged, fd);
+  if (close (fd) == -1)
+    return discard_temp (dfd, staged, -1);
+  return 0;
+}
+
+bool
+state_name_ok (const char *name)
+{
+  return valid_name (name);
 }
 
 /* Reads and checks a whole state file from FD. */

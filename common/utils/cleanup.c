@@ -3,8 +3,10 @@
  */
 #include <config.h>
 
+#include <errno.h>
 #include <stdlib.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 
@@ -20,4 +22,15 @@ cleanup_mutex_unlock (pthread_mutex_t **ptr)
   int r = pthread_mutex_unlock (*ptr);
   assert (r == 0);
   (void) r;
+}
+
+/* Keeps errno, which usually holds the error being returned. */
+void
+cleanup_close (int *fd)
+{
+  int saved = errno;
+
+  if (*fd >= 0)
+    close (*fd);
+  errno = saved;
 }

@@ -15,8 +15,11 @@
 
 extern void cleanup_free (void *ptr);
 extern void cleanup_mutex_unlock (pthread_mutex_t **ptr);
+extern void cleanup_close (int *fd);
 
 #define CLEANUP_FREE __attribute__ ((cleanup (cleanup_free)))
+/* Closes a descriptor (if >= 0) at the end of its scope. */
+#define CLEANUP_CLOSE __attribute__ ((cleanup (cleanup_close)))
 
 /* Holds MUTEX until the end of the enclosing scope.  The lock variable
  * gets a name of its own (unique-name.h), so two locks may be taken in

@@ -319,7 +319,10 @@ lifecycle_after_fork (nbdkit_backend *backend)
     r = add_plugin_nodes ();
   else if ((r = add_single_node (backend, &err)) == -1)
     log_error (&err);
-  return r == -1 ? -1 : qmp_server_start ();
+  if (r == -1)
+    return -1;
+  backup_commands_drop_pending ();
+  return qmp_server_start ();
 }
 
 void

@@ -4,6 +4,7 @@
 /* The checkpoint chain (see checkpoint-chain.h). */
 #include <config.h>
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -132,7 +133,8 @@ usable_bitmap (const struct checkpoint *p, struct node *n,
 
   if (d == NULL || d->inconsistent)
     qmp_error (err, "Bitmap '%s' on '%s' is inconsistent and cannot be "
-               "used", p->name, n->name);
+               "used: what changed since then on '%s' is unknown, a full "
+               "backup is needed", p->name, n->name, n->name);
   return d && !d->inconsistent ? d : NULL;
 }
 
@@ -145,7 +147,8 @@ checkpoints_changed_since (const struct checkpoint *c, struct node *n,
   struct bitmap *bm;
 
   if (d == NULL || d->inconsistent) {
-    qmp_error (err, "Bitmap '%s' of checkpoint '%s' on '%s' is %s",
+    qmp_error (err, "Bitmap '%s' of checkpoint '%s' on '%s' is %s: what "
+               "changed since then is unknown, a full backup is needed",
                c->name, c->name, n->name,
                d ? "inconsistent and cannot be used" : "missing");
     return NULL;
@@ -656,13 +659,52 @@ checkpoints_delete (struct txn *t, struct checkpoint *c, bool metadata_only,
   return txn_add (t, &list_ops, u) == -1 ? out_of_memory (err) : 0;
 }
 
+struct pending_undo {
+  struct checkpoint *c;
+  bool was;
+};
+
+static void
+undo_pending (void *p)
+{
+  struct pending_undo *u = p;
+
+  u->c->pending = u->was;
+}
+
+static const struct txn_step_ops pending_ops = {
+  .undo = undo_pending, .clean = free,
+};
+
+int
+checkpoints_set_pending (struct txn *t, struct checkpoint *c, bool pending,
+                         struct qmp_error *err)
+{
+  struct pending_undo *u;
+
+  if (c->pending == pending)
+    return 0;
+  if ((u = malloc (sizeof *u)) == NULL)
+    return out_of_memory (err);
+  u->c = c;
+  u->was = c->pending;
+  c->pending = pending;
+  return txn_add (t, &pending_ops, u) == -1 ? out_of_memory (err) : 0;
+}
+
 int
 checkpoints_restore (const char *name, const char *parent,
                      const char *description, int64_t ctime,
                      string_vector *disks)
 {
-  struct checkpoint *c = calloc (1, sizeof *c);
+  struct checkpoint *c;
 
+  if (checkpoints_find (name) != NULL) {
+    string_vector_free_all (disks);
+    errno = EEXIST;
+    return -1;
+  }
+  c = calloc (1, sizeof *c);
   if (c == NULL) {
     string_vector_free_all (disks);
     return -1;

@@ -37,6 +37,8 @@ struct checkpoint {
   char *description;            /* may be NULL */
   int64_t creation_time;        /* seconds */
   string_vector disks;          /* node names */
+  bool pending;                 /* created by a backup that has not
+                                 * ended with success yet */
 };
 
 extern struct checkpoint *checkpoints_find (const char *name);
@@ -77,9 +79,15 @@ extern struct checkpoint *checkpoints_redefine (struct txn *t,
                                                 struct qmp_error *err);
 extern int checkpoints_delete (struct txn *t, struct checkpoint *c,
                                bool metadata_only, struct qmp_error *err);
+/* Mark C pending (a backup made it and has not ended with success) or
+ * no longer; undone with T.  -1 on ENOMEM.
+ */
+extern int checkpoints_set_pending (struct txn *t, struct checkpoint *c,
+                                    bool pending, struct qmp_error *err);
 
 /* Loading state: add a checkpoint as it was saved (no bitmaps made),
- * taking over DISKS (emptied, also on error).
+ * taking over DISKS (emptied, also on error).  -1 with errno EEXIST
+ * if NAME is taken (a file that says so is malformed), ENOMEM.
  */
 extern int checkpoints_restore (const char *name, const char *parent,
                                 const char *description, int64_t ctime,

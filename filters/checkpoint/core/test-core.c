@@ -410,6 +410,33 @@ test_chain (void)
          count (a, "c1") == 4 * CHUNK);
 }
 
+/* Loading state: a name that is taken is refused (a state file that
+ * names a checkpoint twice is malformed), and DISKS is emptied.
+ */
+static void
+test_restore (void)
+{
+  string_vector disks = empty_vector;
+  char *d;
+
+  checkpoints_free_all ();
+  CHECK ((d = strdup ("sda")) && string_vector_append (&disks, d) == 0);
+  CHECK (checkpoints_restore ("r1", NULL, "first", 1000, &disks) == 0);
+  CHECK (disks.len == 0 && checkpoints_find ("r1") &&
+         checkpoint_covers (checkpoints_find ("r1"), "sda"));
+  CHECK ((d = strdup ("sda")) && string_vector_append (&disks, d) == 0);
+  errno = 0;
+  CHECK (checkpoints_restore ("r1", "r1", NULL, 2000, &disks) == -1 &&
+         errno == EEXIST && disks.len == 0);
+  CHECK (checkpoints_list () == checkpoints_find ("r1") &&
+         checkpoints_list ()->next == NULL &&
+         checkpoints_list ()->creation_time == 1000);
+  CHECK (checkpoints_restore ("r2", "r1", NULL, 2000, &disks) == 0 &&
+         checkpoints_find ("r2")->parent == checkpoints_find ("r1"));
+  string_vector_reset (&disks);
+  checkpoints_free_all ();
+}
+
 int
 main (void)
 {
@@ -417,6 +444,7 @@ main (void)
   test_nodes ();
   test_bitmap_ops ();
   test_chain ();
+  test_restore ();
   checkpoints_free_all ();
   nodes_free_all ();
   return test_report ();

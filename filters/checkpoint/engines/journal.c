@@ -34,12 +34,18 @@ struct journal {
   char **names;
   size_t nr_names;
   char *path;                   /* of the started journal */
+  struct next_journal *next;    /* prepared, not yet switched to */
+  char *dir;                    /* its directory */
   bool broken;                  /* journal_break: appends do nothing */
   /* Group commit (power): records appended and records synced. */
   pthread_mutex_t lock;
   pthread_cond_t synced_cond;
   uint64_t appended, synced;
   bool syncing;
+  /* A failed fdatasync: every append fails until the next start (a
+   * later fdatasync may succeed with the failed pages still lost).
+   */
+  int sync_error;
 };
 
 struct journal *
@@ -66,6 +72,29 @@ free_names (char **names, size_t nr)
   free (names);
 }
 
+/* The journal prepared but not yet switched to (journal_prepare). */
+struct next_journal {
+  int fd;
+  char *path;                   /* its final path */
+  char *dir;
+  char **names;
+  size_t nr;
+};
+
+static void
+drop_next (struct journal *j)
+{
+  if (j->next == NULL)
+    return;
+  if (j->next->fd >= 0)
+    close (j->next->fd);
+  free (j->next->path);
+  free (j->next->dir);
+  free_names (j->next->names, j->next->nr);
+  free (j->next);
+  j->next = NULL;
+}
+
 void
 journal_free (struct journal *j)
 {
@@ -73,8 +102,10 @@ journal_free (struct journal *j)
     return;
   if (j->fd >= 0)
     close (j->fd);
+  drop_next (j);
   free_names (j->names, j->nr_names);
   free (j->path);
+  free (j->dir);
   pthread_mutex_destroy (&j->lock);
   pthread_cond_destroy (&j->synced_cond);
   free (j);
@@ -218,61 +249,110 @@ sync_dir (const char *dir)
 }
 
 int
-journal_start (struct journal *j, const char *dir, const char *node,
-               char **names, size_t nr)
+journal_prepare (struct journal *j, const char *dir, const char *node,
+                 char **names, size_t nr, const char *file)
 {
-  CLEANUP_FREE char *tmp = path_of (dir, ".", node, ".tmp.journal");
-  char *path = path_of (dir, "", node, "");
+  CLEANUP_FREE char *at = NULL;
   struct state_buf hdr = STATE_BUF_INIT;
-  char **copy = NULL;
+  struct next_journal *nx;
   size_t i;
-  int fd = -1, saved;
+  int saved;
 
-  if (tmp == NULL || path == NULL || (copy = calloc (nr + 1,
-                                                     sizeof *copy)) == NULL)
+  drop_next (j);
+  nx = calloc (1, sizeof *nx);
+  if (nx == NULL)
+    return -1;
+  nx->fd = -1;
+  j->next = nx;
+  if (asprintf (&at, "%s/%s", dir, file) == -1)
+    at = NULL;
+  nx->path = path_of (dir, "", node, "");
+  nx->dir = strdup (dir);
+  nx->names = calloc (nr + 1, sizeof *nx->names);
+  if (at == NULL || nx->path == NULL || nx->dir == NULL || nx->names == NULL)
     goto error;
-  for (i = 0; i < nr; i++)
-    if ((copy[i] = strdup (names[i])) == NULL)
+  for (i = 0; i < nr; i++, nx->nr++)
+    if ((nx->names[i] = strdup (names[i])) == NULL)
       goto error;
   if (make_header (&hdr, j->power, names, nr) == -1)
     goto error;
-  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
-  if (fd == -1 || full_write (fd, hdr.data, hdr.len) == -1 ||
-      (j->power && fdatasync (fd) == -1) || rename (tmp, path) == -1) {
+  nx->fd = open (at, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC,
+                 0600);
+  if (nx->fd == -1 || full_write (nx->fd, hdr.data, hdr.len) == -1 ||
+      (j->power && fdatasync (nx->fd) == -1)) {
     saved = errno;
-    if (fd >= 0)
-      unlink (tmp);
+    if (nx->fd >= 0)
+      unlink (at);
     errno = saved;
     goto error;
   }
-  /* Power: the new, empty journal must not be lost while the bits it
-   * relies on were synced (they were, before).
-   */
-  if (j->power && sync_dir (dir) == -1)
-    goto error;
   state_buf_free (&hdr);
-  if (j->fd >= 0)
-    close (j->fd);
-  free_names (j->names, j->nr_names);
-  free (j->path);
-  j->fd = fd;
-  j->path = path;
-  j->names = copy;
-  j->nr_names = nr;
-  j->appended = j->synced = 0;
-  j->broken = false;
   return 0;
 
  error:
   saved = errno;
-  if (fd >= 0)
-    close (fd);
-  if (copy)
-    free_names (copy, nr);
-  free (path);
   state_buf_free (&hdr);
+  drop_next (j);
   errno = saved;
   return -1;
+}
+
+void
+journal_switch (struct journal *j)
+{
+  struct next_journal *nx = j->next;
+
+  if (nx == NULL)
+    return;
+  if (j->fd >= 0)
+    close (j->fd);
+  free_names (j->names, j->nr_names);
+  free (j->path);
+  free (j->dir);
+  j->fd = nx->fd;
+  j->path = nx->path;
+  j->dir = nx->dir;
+  j->names = nx->names;
+  j->nr_names = nx->nr;
+  j->appended = j->synced = 0;
+  j->sync_error = 0;
+  j->broken = false;
+  free (nx);
+  j->next = NULL;
+}
+
+void
+journal_cancel (struct journal *j)
+{
+  drop_next (j);
+}
+
+int
+journal_start (struct journal *j, const char *dir, const char *node,
+               char **names, size_t nr)
+{
+  CLEANUP_FREE char *tmp = path_of (dir, ".", node, ".tmp.journal");
+  const char *base;
+  int saved;
+
+  if (tmp == NULL)
+    return -1;
+  base = strrchr (tmp, '/') + 1;
+  if (journal_prepare (j, dir, node, names, nr, base) == -1)
+    return -1;
+  /* Power: the new, empty journal must not be lost while the bits it
+   * relies on were synced (they were, before).
+   */
+  if (rename (tmp, j->next->path) == -1 ||
+      (j->power && sync_dir (dir) == -1)) {
+    saved = errno;
+    unlink (tmp);
+    journal_cancel (j);
+    errno = saved;
+    return -1;
+  }
+  journal_switch (j);
+  return 0;
 }
 
 /* Power: wait until record SEQ is durable, syncing for every record
@@ -284,6 +364,10 @@ group_sync (struct journal *j, uint64_t seq)
   int r = 0;
 
   while (j->synced < seq && r == 0) {
+    if (j->sync_error) {
+      errno = j->sync_error;
+      return -1;
+    }
     if (j->syncing) {
       pthread_cond_wait (&j->synced_cond, &j->lock);
       continue;
@@ -294,7 +378,9 @@ group_sync (struct journal *j, uint64_t seq)
     r = fdatasync (j->fd);
     pthread_mutex_lock (&j->lock);
     j->syncing = false;
-    if (r == 0 && target > j->synced)
+    if (r == -1)
+      j->sync_error = errno ? errno : EIO;
+    else if (target > j->synced)
       j->synced = target;
     pthread_cond_broadcast (&j->synced_cond);
   }
@@ -339,8 +425,13 @@ journal_break (struct journal *j)
   int r = 0;
 
   pthread_mutex_lock (&j->lock);
+  /* Power: the removal is durable before any write goes on without its
+   * record, or a power cut brings back the journal that lacks it and
+   * the bitmaps load as consistent.  Writers wait on the lock.
+   */
   if (!j->broken) {
-    if (unlink (j->path) == -1 && errno != ENOENT)
+    if ((unlink (j->path) == -1 && errno != ENOENT) ||
+        (j->power && sync_dir (j->dir) == -1))
       r = -1;
     else {
       __atomic_store_n (&j->broken, true, __ATOMIC_RELEASE);

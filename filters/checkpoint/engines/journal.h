@@ -41,6 +41,17 @@ extern bool journal_covers (const struct journal *j, char **names,
  */
 extern int journal_start (struct journal *j, const char *dir,
                           const char *node, char **names, size_t nr);
+/* The same in two steps, for a change of several files made as one
+ * (common/state/batch.h): write the new journal as DIR/FILE, which the
+ * caller then renames onto journal.NODE; J goes on appending to its
+ * old file until journal_switch, after the rename's commit;
+ * journal_cancel forgets the new one (the caller removes FILE).
+ */
+extern int journal_prepare (struct journal *j, const char *dir,
+                            const char *node, char **names, size_t nr,
+                            const char *file);
+extern void journal_switch (struct journal *j);
+extern void journal_cancel (struct journal *j);
 /* Record [OFFSET, OFFSET+LEN): a node_mark_observer_fn. */
 extern int journal_append (void *j, uint64_t offset, uint64_t len);
 /* After an append failed (a full state disk): remove the file, so that

@@ -84,10 +84,10 @@ load_bits (struct node *n, uint32_t i, const char *bitmap,
     return NULL;
   if (state_read (persist_dir (), name, KIND_BITMAP, &data, &len) == -1)
     why = strerror (errno);
-  else if ((bm = bitmap_deserialize (data, len)) == NULL ||
-           bitmap_size (bm) != n->size ||
-           bitmap_granularity (bm) != granularity)
-    why = "its bits do not match the node's size or the bitmap's granularity";
+  else if ((bm = bitmap_deserialize_as (data, len, n->size,
+                                        granularity)) == NULL)
+    why = errno == ENOMEM ? strerror (errno) :
+      "its bits do not match the node's size or the bitmap's granularity";
   if (why) {
     nbdkit_error ("checkpoint: bitmap '%s' of node '%s' (%s/%s): %s: it is "
                   "inconsistent from now on (the next backup from it must "
@@ -151,8 +151,9 @@ load_entry (struct node *n, struct state_reader *r, uint32_t i,
   state_get_string (r, &name);
   state_get_u32 (r, &granularity);
   state_get_u8 (r, &flags);
+  /* A name twice on one node: they would share bits files. */
   if (r->err || granularity < BITMAP_MIN_GRANULARITY ||
-      (granularity & (granularity - 1)))
+      (granularity & (granularity - 1)) || bitmaps_find (n, name))
     return NULL;
   d = calloc (1, sizeof *d);
   if (d == NULL)

@@ -4,6 +4,7 @@
 /* Saving the state directory, and the subscriptions (see persist.h). */
 #include <config.h>
 
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "cleanup.h"
 #include "bitmap.h"
 #include "state.h"
+#include "batch.h"
 #include "buffer.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
@@ -37,6 +39,22 @@ struct node_journal {
   struct journal *j;
 };
 static struct node_journal *journals;
+
+/* The save in progress.  Every file that one change writes goes into
+ * one batch (common/state/batch.h), so that a crash leaves all of them
+ * as before or all as after.  What the model learns from a save (bits
+ * saved at a version, a journal started afresh) waits for the commit.
+ */
+static struct state_batch *batch;
+static int mark (void *opaque, uint64_t offset, uint64_t len);
+struct saved_bits {
+  struct dirty_bitmap *d;
+  uint64_t version;
+};
+DEFINE_VECTOR_TYPE (saved_bits_vector, struct saved_bits);
+static saved_bits_vector saved_bits = empty_vector;
+DEFINE_VECTOR_TYPE (node_ptrs, struct node *);
+static node_ptrs restarted = empty_vector;   /* journals prepared */
 
 const char *
 persist_dir (void)
@@ -77,6 +95,64 @@ forget_journal (struct node *n)
       free (nj);
       return;
     }
+}
+
+/* Open a batch unless one is open: true if this call opened it (then
+ * it must end it), false inside another save.  -1 on ENOMEM.
+ */
+static int
+begin_save (bool durable)
+{
+  if (batch) {
+    if (durable)
+      state_batch_set_durable (batch);
+    return 0;
+  }
+  batch = state_batch_new (state_dir);
+  if (batch == NULL) {
+    nbdkit_error ("checkpoint: saving the state: %m");
+    return -1;
+  }
+  if (durable || mode == CRASH_SAFETY_POWER)
+    state_batch_set_durable (batch);
+  return 1;
+}
+
+/* End the save begun by a begin_save that returned OWN; R is the
+ * result of the saving, -1 to give it all up.  Returns R, or -1 if the
+ * commit failed.
+ */
+static int
+end_save (int own, int r)
+{
+  struct state_batch *b = batch;
+  size_t i;
+
+  if (own != 1)
+    return own == -1 ? -1 : r;
+  batch = NULL;
+  if (r == 0 && state_batch_commit (b) == -1) {
+    nbdkit_error ("checkpoint: saving the state in %s: %m: nothing was "
+                  "changed there", state_dir);
+    r = -1;
+  }
+  else if (r == -1)
+    state_batch_abort (b);
+  for (i = 0; i < saved_bits.len; i++)
+    if (r == 0)
+      saved_bits.ptr[i].d->saved_version = saved_bits.ptr[i].version;
+  for (i = 0; i < restarted.len; i++) {
+    struct node *n = restarted.ptr[i];
+    struct journal *j = journal_of (n);
+    if (j && r == 0) {
+      journal_switch (j);
+      node_set_mark_observer (n, mark, j);
+    }
+    else if (j)
+      journal_cancel (j);
+  }
+  saved_bits.len = restarted.len = 0;
+  return r;
 }
 
 /* Subscriptions: the model tells us what changed. */
@@ -127,24 +203,37 @@ node_resized (struct node *n)
 
 static void remove_stale_bits (struct node *n);
 
-/* Saved cleanly and durably: the journal is no longer needed. */
+/* After a clean save: what the node's files no longer need. */
 static void
-save_clean (struct node *n)
+drop_after_clean (struct node *n)
+{
+  if (mode != CRASH_SAFETY_NONE) {
+    journal_remove (state_dir, n->name);
+    remove_stale_bits (n);
+  }
+}
+
+/* A clean save of N failed: say what the next start will find. */
+static void
+say_not_saved (struct node *n)
 {
   struct journal *j = journal_of (n);
 
-  if (persist_save_node (n, true, true) == 0) {
-    if (mode != CRASH_SAFETY_NONE) {
-      journal_remove (state_dir, n->name);
-      remove_stale_bits (n);
-    }
-  }
-  else if (n->bitmaps)
+  if (n->bitmaps)
     nbdkit_error ("checkpoint: the bitmaps of '%s' could not be saved "
                   "cleanly: %s", n->name,
                   j && journal_started (j) && !journal_broken (j)
                   ? "the next start recovers them from its journal"
                   : "they load as inconsistent at the next start");
+}
+
+static void
+save_clean (struct node *n)
+{
+  if (persist_save_node (n, true, true) == 0)
+    drop_after_clean (n);
+  else
+    say_not_saved (n);
   forget_journal (n);
 }
 
@@ -169,6 +258,24 @@ persist_start (const char *dir, enum crash_safety m)
     nbdkit_error ("checkpoint: state directory %s: %m", dir);
     return -1;
   }
+  /* A change that a crash cut short after its commit is finished
+   * before anything is read (staged files of one never committed are
+   * temporary files).
+   */
+  switch (state_batch_recover (dir)) {
+  case 1:
+    nbdkit_debug ("checkpoint: finished a change of %s that a crash cut "
+                  "short", dir);
+    break;
+  case -1:
+    nbdkit_error ("checkpoint: %s/%s: %m: %s", dir, STATE_BATCH_NAME,
+                  errno == EBADMSG ? "damaged, dropped (the change it "
+                  "recorded is not made)" : "cannot finish the change "
+                  "that a crash cut short");
+    if (errno != EBADMSG)
+      return -1;
+    break;
+  }
   state_remove_temps (dir);
   if (txn_register_commit_hook (&commit_hook) == -1 ||
       nodes_subscribe (&node_events) == -1) {
@@ -179,7 +286,8 @@ persist_start (const char *dir, enum crash_safety m)
   return 0;
 }
 
-/* DURABLE: fsync'd.  Saves while running need not be: their files
+/* Stage file NAME in the batch.  DURABLE: fsync'd.  Saves while
+ * running need not be: their files
  * say "in use", so losing one to a power cut loses nothing that a
  * crash would not make inconsistent anyway.
  */
@@ -188,10 +296,11 @@ save (const char *name, uint32_t kind, struct state_buf *b, bool durable)
 {
   int r = -1;
 
+  assert (batch != NULL);
   if (b->err)
     errno = b->err;
   else
-    r = state_write_flags (state_dir, name, kind, b->data, b->len,
+    r = state_batch_write (batch, name, kind, b->data, b->len,
                            durable ? 0 : STATE_NO_SYNC);
   if (r == -1)
     nbdkit_error ("checkpoint: saving %s/%s: %m", state_dir, name);
@@ -223,6 +332,15 @@ save_checkpoints (bool durable)
   }
   c = checkpoints_current ();
   state_put_string (&b, c ? c->name : "");
+  /* Added later, so at the end (older files end before it): the
+   * pending ones (pull backups' checkpoints), by position.
+   */
+  for (c = checkpoints_list (), nr = 0; c; c = c->next)
+    nr += c->pending;
+  state_put_u32 (&b, nr);
+  for (c = checkpoints_list (), i = 0; c; c = c->next, i++)
+    if (c->pending)
+      state_put_u32 (&b, i);
   return save ("checkpoints", KIND_CHECKPOINTS, &b, durable);
 }
 
@@ -277,13 +395,17 @@ save_bits (const struct node *n, uint32_t i, struct dirty_bitmap *d,
   b.len = b.cap = len;
   if (save (name, KIND_BITMAP, &b, durable) == -1)
     return false;
-  d->saved_version = version;
+  if (saved_bits_vector_append (&saved_bits,
+                                (struct saved_bits) { d, version }) == -1) {
+    nbdkit_error ("checkpoint: saving bitmap %s: %m", d->name);
+    return false;
+  }
   return true;
 }
 
 /* node.NODE, oldest bitmap first so that loading keeps the order. */
-int
-persist_save_node (struct node *n, bool clean, bool durable)
+static int
+stage_node (struct node *n, bool clean, bool durable)
 {
   CLEANUP_FREE char *name = node_file (n);
   struct state_buf b = STATE_BUF_INIT;
@@ -311,7 +433,7 @@ persist_save_node (struct node *n, bool clean, bool durable)
     list.ptr[list.len - 1 - j] = d;
   }
   if (list.len == 0)            /* nothing to keep: record nothing */
-    return state_remove (state_dir, name);
+    return state_batch_remove (batch, name);
   state_put_u64 (&b, n->size);
   state_put_u32 (&b, list.len);
   for (j = 0; j < list.len; j++) {
@@ -330,6 +452,14 @@ persist_save_node (struct node *n, bool clean, bool durable)
   r = save (name, KIND_NODE, &b, durable);
   dirty_bitmap_ptrs_reset (&list);
   return r;
+}
+
+int
+persist_save_node (struct node *n, bool clean, bool durable)
+{
+  int own = begin_save (durable);
+
+  return end_save (own, own == -1 ? -1 : stage_node (n, clean, durable));
 }
 
 /* The mark observer.  A record that cannot be written (a full state
@@ -385,8 +515,30 @@ recording_names (struct node *n, size_t *nr)
   return v;
 }
 
-int
-persist_sync_node (struct node *n, bool durable_node)
+/* A new journal for N, covering NAMES, renamed into place by the
+ * batch; J appends to the old one until the commit (end_save).
+ */
+static int
+start_journal (struct node *n, struct journal *j, const char **names,
+               size_t nr)
+{
+  CLEANUP_FREE char *name = NULL;
+  const char *staged;
+
+  if (asprintf (&name, "journal.%s", n->name) == -1 ||
+      (staged = state_batch_stage (batch, name)) == NULL ||
+      journal_prepare (j, state_dir, n->name, (char **) names, nr,
+                       staged) == -1 ||
+      node_ptrs_append (&restarted, n) == -1) {
+    nbdkit_error ("checkpoint: starting %s/journal.%s: %m", state_dir,
+                  n->name);
+    return -1;
+  }
+  return 0;
+}
+
+static int
+stage_sync_node (struct node *n, bool durable_node)
 {
   struct journal *j = journal_of (n);
   bool power = mode == CRASH_SAFETY_POWER, restart;
@@ -396,7 +548,7 @@ persist_sync_node (struct node *n, bool durable_node)
   uint32_t i;
 
   if (j == NULL)                /* not attached: none, or loading */
-    return persist_save_node (n, false, durable_node);
+    return stage_node (n, false, durable_node);
   names = recording_names (n, &nr);
   if (names == NULL) {
     nbdkit_error ("checkpoint: saving the bitmaps of '%s': %m", n->name);
@@ -419,15 +571,17 @@ persist_sync_node (struct node *n, bool durable_node)
          d->version != d->saved_version) &&
         !save_bits (n, i, d, power))
       return -1;
-  if (restart) {
-    if (journal_start (j, state_dir, n->name, (char **) names, nr) == -1) {
-      nbdkit_error ("checkpoint: starting %s/journal.%s: %m", state_dir,
-                    n->name);
-      return -1;
-    }
-    node_set_mark_observer (n, mark, j);
-  }
-  return persist_save_node (n, false, power || durable_node);
+  if (restart && start_journal (n, j, names, nr) == -1)
+    return -1;
+  return stage_node (n, false, power || durable_node);
+}
+
+int
+persist_sync_node (struct node *n, bool durable_node)
+{
+  int own = begin_save (durable_node);
+
+  return end_save (own, own == -1 ? -1 : stage_sync_node (n, durable_node));
 }
 
 int
@@ -466,15 +620,14 @@ persist_attach_node (struct node *n)
 int
 persist_save_metadata (void)
 {
+  int own = begin_save (false), r = own == -1 ? -1 : 0;
   struct node *n;
-  bool failed = false;
 
-  if (save_checkpoints (mode == CRASH_SAFETY_POWER) == -1)
-    failed = true;
-  for (n = nodes_list (); n; n = n->next)
-    if (persist_sync_node (n, false) == -1)
-      failed = true;
-  return failed ? -1 : 0;
+  if (r == 0)
+    r = save_checkpoints (mode == CRASH_SAFETY_POWER);
+  for (n = nodes_list (); n && r == 0; n = n->next)
+    r = stage_sync_node (n, false);
+  return end_save (own, r);
 }
 
 /* Bits files of N that no bitmap of N names any more (removed ones, or
@@ -519,11 +672,25 @@ persist_save_all (void)
 {
   struct node *n;
 
+  int own, r;
+
   if (!state_dir)
     return;
-  save_checkpoints (true);
+  /* One batch: a crash during a clean shutdown leaves the state of
+   * the run (in use, with its journals) or the clean one.
+   */
+  own = begin_save (true);
+  r = own == -1 ? -1 : save_checkpoints (true);
+  for (n = nodes_list (); n && r == 0; n = n->next)
+    r = stage_node (n, true, true);
+  if (end_save (own, r) == 0)
+    for (n = nodes_list (); n; n = n->next)
+      drop_after_clean (n);
+  else
+    for (n = nodes_list (); n; n = n->next)
+      say_not_saved (n);
   for (n = nodes_list (); n; n = n->next)
-    save_clean (n);
+    forget_journal (n);
 }
 
 static int
@@ -556,6 +723,26 @@ load_one_checkpoint (struct state_reader *r)
                               has_desc ? desc : NULL, ctime, &disks);
 }
 
+/* The pending checkpoints, by their positions among those loaded. */
+static void
+load_pending (struct state_reader *r)
+{
+  struct checkpoint *c;
+  uint32_t k = 0, i, pos = 0;
+
+  state_get_u32 (r, &k);
+  for (i = 0; i < k && r->err == 0; i++) {
+    if (state_get_u32 (r, &pos) == -1)
+      break;
+    for (c = checkpoints_list (); c && pos > 0; c = c->next)
+      pos--;
+    if (c == NULL)
+      r->err = EBADMSG;
+    else
+      c->pending = true;
+  }
+}
+
 /* Keep a damaged state file for whoever wants to look at it, out of
  * the way of the next save.
  */
@@ -583,6 +770,7 @@ persist_load_checkpoints (void)
   struct state_reader r;
   size_t len;
   uint32_t nr = 0, i;
+  bool bad = false;
 
   if (!state_dir)
     return 0;
@@ -597,11 +785,13 @@ persist_load_checkpoints (void)
   }
   state_reader_init (&r, data, len);
   state_get_u32 (&r, &nr);
-  for (i = 0; i < nr && r.err == 0; i++)
-    if (load_one_checkpoint (&r) == -1)
-      break;
+  /* One that is refused (a name twice, ENOMEM) loses them all. */
+  for (i = 0; i < nr && !bad; i++)
+    bad = load_one_checkpoint (&r) == -1;
   state_get_string (&r, &current);
-  if (r.err || state_reader_end (&r) == -1) {
+  if (!bad && r.err == 0 && r.left > 0)
+    load_pending (&r);
+  if (bad || r.err || state_reader_end (&r) == -1) {
     checkpoints_free_all ();
     nbdkit_error ("checkpoint: %s/checkpoints is malformed: checkpoints "
                   "are lost", state_dir);

@@ -14,6 +14,13 @@
  *                        node.NODE: older state, and crash-safety=none,
  *                        name them bitmap.NODE.I, by position)
  *   journal.NODE         while running (engines/journal.h)
+ *   batch                a change of several of them being made
+ *
+ * Every save writes all the files of one change as one batch
+ * (common/state/batch.h): a crash at any instant leaves, after the
+ * next start-up, the files as before that change or as after it, never
+ * a mixture (checkpoints, node files, bits and the journal that goes
+ * with them).
  *
  * While nbdkit runs, node.NODE says "in use", as QEMU's in-use flag
  * does.  crash-safety=none: the bits are written only when nbdkit

@@ -231,6 +231,13 @@ needed_on (struct backup *b, struct node *n, struct bitmap **needed,
                c->name, n->name);
     return -1;
   }
+  if (c->pending && backup_of_checkpoint (c) == NULL) {
+    qmp_error (err, "Checkpoint '%s' is pending: the backup that created "
+               "it never ended with success, so no backup holds that "
+               "point in time; delete it (checkpoint-delete) and take a "
+               "backup from an earlier checkpoint or a full one", c->name);
+    return -1;
+  }
   if ((*needed = checkpoints_changed_since (c, n, err)) == NULL)
     return -1;
   bitmap_compact (*needed);
@@ -411,7 +418,7 @@ create_checkpoint (struct txn *t, struct backup *b,
     string_vector_append (&disks, cbw_node (b->exports[i].cbw)->name);
   c = checkpoints_create (t, spec->checkpoint, spec->checkpoint_description,
                           &disks, err);
-  if (c) {
+  if (c && checkpoints_set_pending (t, c, true, err) == 0) {
     b->checkpoint_serial = c->serial;
     if ((b->checkpoint = strdup (spec->checkpoint)) != NULL)
       r = 0;
@@ -489,6 +496,17 @@ backup_end (struct backup *b)
 {
   backup_unlink (b);
   backup_retire (b);
+}
+
+struct backup *
+backup_of_checkpoint (const struct checkpoint *c)
+{
+  struct backup *b;
+
+  for (b = backups_first (); b; b = backup_next (b))
+    if (backup_own_checkpoint (b) == c)
+      return b;
+  return NULL;
 }
 
 struct checkpoint *

@@ -70,6 +70,8 @@ extern void backup_end (struct backup *b);
  * name since); NULL otherwise.
  */
 extern struct checkpoint *backup_own_checkpoint (const struct backup *b);
+/* The running backup that created C, or NULL. */
+extern struct backup *backup_of_checkpoint (const struct checkpoint *c);
 extern struct backup *backups_find (const char *id);
 extern const char *backup_id (const struct backup *b);
 /* Newest first; NULL after the last. */

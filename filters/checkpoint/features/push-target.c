@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "cleanup.h"
 #include "rounding.h"
 #include "features/push-target.h"
 
@@ -25,11 +27,24 @@
  */
 #define ZERO_BUF (1024 * 1024)
 
+/* Connections to an NBD target: one per copy worker when the server
+ * allows multi-conn (a synchronous libnbd call holds its handle until
+ * the reply, so one connection has one request in flight).
+ */
+#define MAX_CONNECTIONS 4
+
 struct push_target {
   char *name;
   int fd;                       /* a file, or -1 */
-  struct nbd_handle *nbd;       /* an NBD export, or NULL */
   bool created;                 /* a file we created: reads as zeros */
+  /* An NBD export: NR handles, of which those not BUSY are free to
+   * take (lock, cond).
+   */
+  struct nbd_handle *nbd[MAX_CONNECTIONS];
+  bool busy[MAX_CONNECTIONS];
+  unsigned nr;
+  pthread_mutex_t lock;
+  pthread_cond_t freed;
 };
 
 bool
@@ -44,25 +59,65 @@ push_target_is_nbd (const char *target)
 static int
 open_nbd (struct push_target *t, uint64_t size, struct qmp_error *err)
 {
+  struct nbd_handle *h;
   int64_t tsize;
 
-  t->nbd = nbd_create ();
-  if (t->nbd == NULL ||
-      nbd_connect_uri (t->nbd, t->name) == -1) {
+  h = t->nbd[t->nr++] = nbd_create ();
+  if (h == NULL || nbd_connect_uri (h, t->name) == -1) {
     qmp_error (err, "Could not open '%s': %s", t->name, nbd_get_error ());
     return -1;
   }
-  if (nbd_is_read_only (t->nbd) == 1) {
+  if (nbd_is_read_only (h) == 1) {
     qmp_error (err, "Could not open '%s': the export is read-only", t->name);
     return -1;
   }
-  tsize = nbd_get_size (t->nbd);
+  tsize = nbd_get_size (h);
   if (tsize < 0 || (uint64_t) tsize < size) {
     qmp_error (err, "Could not open '%s': the export has %" PRId64 " bytes, "
                "the disk %" PRIu64, t->name, tsize, size);
     return -1;
   }
+  /* More connections only where the server says they see one another
+   * (a server without multi-conn may even serve one client at a time).
+   */
+  while (nbd_can_multi_conn (t->nbd[0]) == 1 && t->nr < MAX_CONNECTIONS) {
+    h = nbd_create ();
+    if (h == NULL || nbd_connect_uri (h, t->name) == -1) {
+      nbdkit_debug ("checkpoint: push target %s: connection %u: %s: going "
+                    "on with %u", t->name, t->nr + 1, nbd_get_error (),
+                    t->nr);
+      nbd_close (h);
+      break;
+    }
+    t->nbd[t->nr++] = h;
+  }
   return 0;
+}
+
+/* A free connection of T, held until put_handle. */
+static unsigned
+take_handle (struct push_target *t)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
+  unsigned i;
+
+  for (;;) {
+    for (i = 0; i < t->nr; i++)
+      if (!t->busy[i]) {
+        t->busy[i] = true;
+        return i;
+      }
+    pthread_cond_wait (&t->freed, &t->lock);
+  }
+}
+
+static void
+put_handle (struct push_target *t, unsigned i)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
+
+  t->busy[i] = false;
+  pthread_cond_signal (&t->freed);
 }
 
 static int
@@ -113,6 +168,8 @@ push_target_open (const char *target, bool existing, uint64_t size,
     return NULL;
   }
   t->fd = -1;
+  pthread_mutex_init (&t->lock, NULL);
+  pthread_cond_init (&t->freed, NULL);
   r = push_target_is_nbd (target) ? open_nbd (t, size, err)
                                    : open_file (t, existing, size, err);
   if (r == -1) {
@@ -125,17 +182,21 @@ push_target_open (const char *target, bool existing, uint64_t size,
 void
 push_target_close (struct push_target *t, bool unlink_new)
 {
+  unsigned i;
+
   if (t == NULL)
     return;
   if (t->fd >= 0)
     close (t->fd);
   if (t->created && unlink_new)
     unlink (t->name);
-  if (t->nbd) {
-    if (nbd_aio_is_ready (t->nbd) == 1)
-      nbd_shutdown (t->nbd, 0);
-    nbd_close (t->nbd);
+  for (i = 0; i < t->nr; i++) {
+    if (t->nbd[i] && nbd_aio_is_ready (t->nbd[i]) == 1)
+      nbd_shutdown (t->nbd[i], 0);
+    nbd_close (t->nbd[i]);
   }
+  pthread_mutex_destroy (&t->lock);
+  pthread_cond_destroy (&t->freed);
   free (t->name);
   free (t);
 }
@@ -162,8 +223,12 @@ push_target_write (struct push_target *t, const void *buf, size_t n,
 {
   const char *p = buf;
 
-  if (t->nbd)
-    return nbd_pwrite (t->nbd, buf, n, offset, 0) == -1 ? nbd_errno () : 0;
+  if (t->nr) {
+    unsigned i = take_handle (t);
+    int r = nbd_pwrite (t->nbd[i], buf, n, offset, 0) == -1 ? nbd_errno () : 0;
+    put_handle (t, i);
+    return r;
+  }
   while (n > 0) {
     ssize_t r = pwrite (t->fd, p, n, offset);
     if (r == -1) {
@@ -188,8 +253,12 @@ push_target_zero (struct push_target *t, uint64_t offset, uint64_t n)
   char *zeros;
   int r = 0;
 
-  if (t->nbd)
-    return nbd_zero (t->nbd, n, offset, 0) == -1 ? nbd_errno () : 0;
+  if (t->nr) {
+    unsigned i = take_handle (t);
+    r = nbd_zero (t->nbd[i], n, offset, 0) == -1 ? nbd_errno () : 0;
+    put_handle (t, i);
+    return r;
+  }
   if (fallocate (t->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                  offset, n) == 0 ||
       fallocate (t->fd, FALLOC_FL_ZERO_RANGE, offset, n) == 0)
@@ -206,12 +275,20 @@ push_target_zero (struct push_target *t, uint64_t offset, uint64_t n)
   return r;
 }
 
+/* With several connections, each one is flushed: multi-conn promises
+ * that a flush covers the writes of every connection, but flushing all
+ * does not depend on it.
+ */
 int
 push_target_flush (struct push_target *t)
 {
-  if (t->nbd)
-    return nbd_can_flush (t->nbd) != 1 || nbd_flush (t->nbd, 0) == 0
-      ? 0 : nbd_errno ();
+  unsigned i;
+
+  for (i = 0; i < t->nr; i++)
+    if (nbd_can_flush (t->nbd[i]) == 1 && nbd_flush (t->nbd[i], 0) == -1)
+      return nbd_errno ();
+  if (t->nr)
+    return 0;
   if (fdatasync (t->fd) == -1 && errno != EINVAL)
     return -1;
   return 0;

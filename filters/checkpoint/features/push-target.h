@@ -3,8 +3,9 @@
  */
 /* Where a push backup job writes: a raw file (created sparse, or
  * existing) or an NBD export (nbd://, nbd+unix:// URIs, through
- * libnbd).  Opened by the monitor (so that a bad target fails the
- * command), then used by the job's thread alone.
+ * libnbd: up to 4 connections when the server allows multi-conn).
+ * Opened by the monitor (so that a bad target fails the command), then
+ * written by the job's copy workers, concurrently.
  */
 #ifndef CHECKPOINT_FEATURES_PUSH_TARGET_H
 #define CHECKPOINT_FEATURES_PUSH_TARGET_H

@@ -13,6 +13,7 @@
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
 
+#include "cleanup.h"
 #include "vector.h"
 #include "core/checkpoint-chain.h"
 #include "features/pull-backup.h"
@@ -131,42 +132,90 @@ begin_action (struct txn *t, json_t *args, struct qmp_error *err)
                     "exports", backup_describe_exports (b));
 }
 
+/* A backup's pending checkpoint C: kept (no longer pending) when its
+ * backup succeeded, else deleted (its bits merged into its parent).
+ */
+static int
+settle_checkpoint (struct checkpoint *c, bool keep, struct qmp_error *err)
+{
+  struct txn t;
+
+  change_begin (&t);
+  if ((keep ? checkpoints_set_pending (&t, c, false, err)
+            : checkpoints_delete (&t, c, false, err)) == -1) {
+    change_abort (&t);
+    return -1;
+  }
+  return change_commit (&t, err);
+}
+
 /* Ending a backup always works, and frees its scratch at once (a full
- * scratch store must never make a backup unendable).  success=false
- * then deletes the checkpoint it created, in a change of its own: if
- * that cannot be saved, the error says so and the checkpoint stays.
+ * scratch store must never make a backup unendable).  Then, in a
+ * change of its own, its checkpoint is settled: if that cannot be
+ * saved, the error says so and the checkpoint stays pending, to be
+ * removed at the next start.
  */
 static json_t *
 end_command (json_t *args, struct qmp_error *err)
 {
   const char *id = qmp_arg_str (args, "id", "");
   struct backup *b = backups_find (id);
-  struct checkpoint *c;
+  bool success = qmp_arg_bool (args, "success", true);
   struct qmp_error why = { 0 };
+  struct checkpoint *c;
   struct txn t;
 
   if (b == NULL) {
     qmp_error (err, "Backup '%s' not found", id);
     return NULL;
   }
-  c = qmp_arg_bool (args, "success", true) ? NULL : backup_own_checkpoint (b);
+  c = backup_own_checkpoint (b);
   change_begin (&t);
   backup_end (b);
   change_commit (&t, err);      /* nothing to save: cannot fail */
-  if (c == NULL)
+  if (c == NULL || settle_checkpoint (c, success, &why) == 0)
     return json_object ();
-  change_begin (&t);
-  if (checkpoints_delete (&t, c, false, &why) == -1) {
-    change_abort (&t);
-  }
-  else if (change_commit (&t, &why) == 0)
-    return json_object ();
-  qmp_error (err, "Backup '%s' ended, but its checkpoint '%s' could not be "
-             "deleted: %s; delete it (checkpoint-delete) before taking an "
-             "incremental backup from it", id, c->name,
-             why.desc ? why.desc : "out of memory");
+  if (success)
+    qmp_error (err, "Backup '%s' ended, but its checkpoint '%s' could not "
+               "be kept: %s; it stays pending (no incremental backup can "
+               "be taken from it) and is deleted at the next start", id,
+               c->name, why.desc ? why.desc : "out of memory");
+  else
+    qmp_error (err, "Backup '%s' ended, but its checkpoint '%s' could not "
+               "be deleted: %s; delete it (checkpoint-delete) before "
+               "taking an incremental backup from it", id, c->name,
+               why.desc ? why.desc : "out of memory");
   qmp_error_clear (&why);
   return NULL;
+}
+
+void
+backup_commands_drop_pending (void)
+{
+  struct qmp_error err = { 0 };
+  struct checkpoint *c, *next;
+
+  for (c = checkpoints_list (); c; c = next) {
+    CLEANUP_FREE char *name = NULL;
+    next = c->next;
+    if (!c->pending || backup_of_checkpoint (c))
+      continue;
+    name = strdup (c->name);
+    if (settle_checkpoint (c, false, &err) == 0)
+      nbdkit_error ("checkpoint: checkpoint '%s' was created by a backup "
+                    "that never ended (nbdkit stopped first): it is "
+                    "deleted, its changes merged into its parent, so that "
+                    "no incremental backup is taken from it",
+                    name ? name : "?");
+    else {
+      nbdkit_error ("checkpoint: checkpoint '%s' was created by a backup "
+                    "that never ended (nbdkit stopped first), and cannot "
+                    "be deleted: %s: it stays pending, and no incremental "
+                    "backup can be taken from it", name ? name : "?",
+                    err.desc ? err.desc : "out of memory");
+      qmp_error_clear (&err);
+    }
+  }
 }
 
 static json_t *

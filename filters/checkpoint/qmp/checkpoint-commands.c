@@ -270,11 +270,12 @@ describe (const struct checkpoint *c, json_t *sizes)
   for (p = checkpoints_list (); p; p = p->next)
     if (p->parent == c)
       json_array_append_new (children, json_string (p->name));
-  info = json_pack ("{s:s,s:o,s:I,s:b,s:o}",
+  info = json_pack ("{s:s,s:o,s:I,s:b,s:b,s:o}",
                     "name", c->name,
                     "children", children,
                     "creation-time", (json_int_t) c->creation_time,
                     "current", c == checkpoints_current (),
+                    "pending", c->pending,
                     "disks", describe_disks (c, sizes));
   if (c->parent)
     json_object_set_new (info, "parent", json_string (c->parent->name));
@@ -384,7 +385,10 @@ static const struct qmp_command commands[] = {
     "The checkpoints, oldest first, filtered as the arguments say.",
     "[{\"name\", \"parent\"? (absent for a root), \"children\": "
     "[names], \"creation-time\" (seconds), \"description\"?, "
-    "\"current\" (the parent of the next checkpoint-create), \"disks\": "
+    "\"current\" (the parent of the next checkpoint-create), "
+    "\"pending\" (created by a backup that has not ended with success "
+    "yet; one whose backup died with nbdkit is deleted at the next "
+    "start), \"disks\": "
     "[{\"node\", \"bitmap\" (its name), \"size\"? (with size=true, "
     "absent when unknown: an inconsistent bitmap)}]}].",
     "\"Checkpoint 'P' not found\" (parent); \"'roots' and 'parent' are "

@@ -14,6 +14,11 @@ extern void checkpoint_commands_register (void);
 extern void backup_commands_register (void);
 extern void transaction_commands_register (void);
 extern void job_commands_register (void);
+/* At start-up, once the nodes are there: delete each pending
+ * checkpoint (its backup died with an earlier process), as
+ * backup-end success=false would; the log says which.
+ */
+extern void backup_commands_drop_pending (void);
 /* DISKS: the qmpdisk plugin's services, or NULL over another plugin
  * (then the filter lists its own node).
  */
