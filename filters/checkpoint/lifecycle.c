@@ -131,8 +131,12 @@ lifecycle_config (const char *key, const char *value)
     return 0;
   }
   /* The plugin's (nbdkit's file plugin): for the disk's identity. */
-  if (strcmp (key, "file") == 0 && disk_identity_add_path (value) == -1)
-    return -1;
+  if (strcmp (key, "file") == 0) {
+    CLEANUP_FREE char *abs = nbdkit_absolute_path (value);
+
+    if (abs == NULL || disk_identity_add_path (abs) == -1)
+      return -1;
+  }
   return 1;
 }
 

@@ -40,14 +40,16 @@ disk_identity_use_service (int (*fn) (const char *, struct disk_identity *))
 }
 
 int
-disk_identity_add_path (const char *p)
+disk_identity_add_path (const char *abs)
 {
-  char *abs = nbdkit_absolute_path (p);
+  char *copy = strdup (abs);
 
-  if (abs == NULL)
+  if (copy == NULL) {
+    nbdkit_error ("checkpoint: strdup: %m");
     return -1;
+  }
   free (path);
-  path = abs;
+  path = copy;
   nr_paths++;
   return 0;
 }

@@ -51,8 +51,10 @@ struct saved_identity {
  */
 extern void disk_identity_use_service (int (*fn) (const char *node,
                                                   struct disk_identity *));
-/* A file= seen passing to a stock plugin: -1 on ENOMEM (logged). */
-extern int disk_identity_add_path (const char *path);
+/* A file= seen passing to a stock plugin, made absolute: -1 on ENOMEM
+ * (logged).
+ */
+extern int disk_identity_add_path (const char *abs);
 extern void disk_identity_free_paths (void);
 
 /* Append N's identity to a node record; CLEAN: with its change time. */
