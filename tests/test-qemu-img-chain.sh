@@ -90,7 +90,10 @@ guest_stop ()
 # then it writes on while the test reads the export.
 backup ()
 {
-    echo "$2" > "$gdir/begin.$1"
+    # Renamed into place: the guest polls for it and must not read it
+    # half written (an empty file failed its json.load once).
+    echo "$2" > "$gdir/.begin.$1"
+    mv "$gdir/.begin.$1" "$gdir/begin.$1"
     wait_file "$gdir/begun.$1"
     wait_ops 20
 }

@@ -24,12 +24,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <jansson.h>
 
 #include "qmp.h"
 
-#define QMP_PEER_VERSION 4
-#define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v4"
+#define QMP_PEER_VERSION 5
+#define QMP_PEER_PLUGIN_SYMBOL "qmpdisk_peer_v5"
 
 /* Lent by the host to its peer. */
 struct qmp_host {
@@ -62,6 +63,37 @@ struct qmp_node_hooks {
   void (*resized) (const char *node, uint64_t size);
 };
 
+/* What tells a disk's file apart from another one, or from itself
+ * changed, between two runs of nbdkit: the filter records it at a
+ * clean shutdown and compares it at start-up
+ * (filters/checkpoint/engines/disk-identity.h).  For a block device
+ * only rdev and size mean anything.
+ */
+struct disk_identity {
+  bool block;
+  uint64_t dev, ino;            /* st_dev, st_ino */
+  uint64_t rdev;                /* st_rdev */
+  uint64_t size;                /* bytes */
+  int64_t ctime_sec;            /* st_ctim */
+  uint32_t ctime_nsec;
+};
+
+/* The identity of the file or block device that ST describes; SIZE is
+ * used for a block device (whose st_size is 0).
+ */
+static inline void
+disk_identity_from_stat (const struct stat *st, uint64_t size,
+                         struct disk_identity *out)
+{
+  out->block = S_ISBLK (st->st_mode);
+  out->dev = st->st_dev;
+  out->ino = st->st_ino;
+  out->rdev = out->block ? st->st_rdev : 0;
+  out->size = out->block ? size : (uint64_t) st->st_size;
+  out->ctime_sec = st->st_ctim.tv_sec;
+  out->ctime_nsec = st->st_ctim.tv_nsec;
+}
+
 /* What the plugin tells the filter about its disks. */
 struct qmp_disk_services {
   /* [node info] as query-named-block-nodes returns, without bitmaps. */
@@ -78,6 +110,11 @@ struct qmp_disk_services {
    * plugins/qmpdisk/qmpdisk.h.
    */
   void (*set_open_export) (const char *name);
+  /* The identity of NODE's file or block device, from its open
+   * descriptor: 1 when filled in, 0 when NODE has none (an NBD node,
+   * or no such node), -1 with errno when fstat failed.
+   */
+  int (*node_identity) (const char *node, struct disk_identity *out);
 };
 
 struct qmp_peer {

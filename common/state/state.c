@@ -331,7 +331,7 @@ read_state (int fd, uint32_t kind, void **payload, size_t *len)
   if (fstat (fd, &st) == -1)
     return -1;
   if (!S_ISREG (st.st_mode) || st.st_size < STATE_HEADER_SIZE) {
-    errno = EBADMSG;
+    errno = S_ISDIR (st.st_mode) ? EISDIR : EBADMSG;
     return -1;
   }
   if (read_full (fd, hdr, sizeof hdr) == -1 ||

@@ -69,7 +69,8 @@ extern int state_write_flags (const char *dir, const char *name,
  * *PAYLOAD (malloc'ed, to be freed by the caller; never NULL) and *LEN.
  * Returns -1 with errno ENOENT if the file is missing, EBADMSG if it is
  * corrupt, truncated or of another kind, EPROTO if it was written by an
- * unknown format version, EFBIG if the payload is over
+ * unknown format version, EISDIR if it is a directory (anything else
+ * that is not a regular file is EBADMSG), EFBIG if the payload is over
  * STATE_MAX_PAYLOAD, or the error of a failing system call.
  */
 extern int state_read (const char *dir, const char *name, uint32_t kind,

@@ -16,6 +16,7 @@
 #include "core/checkpoint-chain.h"
 #include "core/limits.h"
 #include "core/node.h"
+#include "engines/disk-identity.h"
 #include "engines/job.h"
 #include "engines/persist.h"
 #include "features/pull-backup.h"
@@ -37,6 +38,7 @@ lifecycle_unload (void)
   free (qmp_path);
   free (state_dir);
   free (scratch_dir);
+  disk_identity_free_paths ();
 }
 
 /* A node name as QEMU accepts it: a letter, then letters, digits and
@@ -127,6 +129,13 @@ lifecycle_config (const char *key, const char *value)
     }
     single_node_name = value;   /* nbdkit keeps argv alive */
     return 0;
+  }
+  /* The plugin's (nbdkit's file plugin): for the disk's identity. */
+  if (strcmp (key, "file") == 0) {
+    CLEANUP_FREE char *abs = nbdkit_absolute_path (value);
+
+    if (abs == NULL || disk_identity_add_path (abs) == -1)
+      return -1;
   }
   return 1;
 }
@@ -233,8 +242,10 @@ lifecycle_config_complete (void)
   job_commands_register ();
   if (qmp_path)
     qmp_server_adopt_peer (QMP_PEER_PLUGIN_SYMBOL);
-  if (disk_services)
+  if (disk_services) {
     disk_services->set_node_hooks (&node_hooks);
+    disk_identity_use_service (disk_services->node_identity);
+  }
   return 0;
 }
 

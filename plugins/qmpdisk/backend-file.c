@@ -388,6 +388,15 @@ fd_resize (struct backend *b, uint64_t size, struct qmp_error *err)
   return 0;
 }
 
+/* The descriptor that is always open: the same file as rwfd. */
+static int
+fd_identify (struct backend *b, struct stat *st)
+{
+  struct fd_backend *f = (struct fd_backend *) b;
+
+  return fstat (f->rdfd, st);
+}
+
 static void
 fd_close (struct backend *b)
 {
@@ -412,6 +421,7 @@ static const struct backend_ops fd_ops = {
   .cache = fd_cache,
   .open_rw = fd_open_rw,
   .resize = fd_resize,
+  .identify = fd_identify,
   .close = fd_close,
 };
 

@@ -23,6 +23,7 @@
 
 struct nbdkit_extents;
 struct qmp_error;
+struct stat;
 struct backend;
 
 struct backend_ops {
@@ -53,6 +54,10 @@ struct backend_ops {
    * still follows.  Async with the data operations.
    */
   void (*disconnect) (struct backend *b);
+  /* Optional: fstat of the open file or block device (0, or -1 with
+   * errno), for the disk's identity (common/qmp/peer.h).
+   */
+  int (*identify) (struct backend *b, struct stat *st);
   void (*close) (struct backend *b);
 };
 

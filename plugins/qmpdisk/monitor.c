@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
@@ -365,6 +366,26 @@ node_size (const char *node, uint64_t *size)
   return true;
 }
 
+static int
+node_identity (const char *node, struct disk_identity *out)
+{
+  struct disk *d = node[0] ? disks_get (node) : NULL;
+  struct backend *b;
+  struct stat st;
+  int r = 0;
+
+  if (d == NULL)
+    return 0;
+  b = disk_backend (d);
+  if (b->ops->identify) {
+    r = b->ops->identify (b, &st) == 0 ? 1 : -1;
+    if (r == 1)
+      disk_identity_from_stat (&st, disk_size (d), out);
+  }
+  disks_put (d);
+  return r;
+}
+
 static void
 set_node_hooks (const struct qmp_node_hooks *h)
 {
@@ -377,10 +398,11 @@ static const struct qmp_disk_services disk_services = {
   .node_size = node_size,
   .set_node_hooks = set_node_hooks,
   .set_open_export = qmpdisk_set_open_export,
+  .node_identity = node_identity,
 };
 
 __attribute__ ((visibility ("default")))
-const struct qmp_peer qmpdisk_peer_v4 = {
+const struct qmp_peer qmpdisk_peer_v5 = {
   .version = QMP_PEER_VERSION,
   .commands = &command_set,
   .attach = qmp_attach,

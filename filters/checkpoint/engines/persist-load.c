@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-filter.h>
@@ -19,6 +20,7 @@
 #include "buffer.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
+#include "engines/disk-identity.h"
 #include "engines/journal.h"
 #include "engines/persist.h"
 #include "engines/persist-format.h"
@@ -35,6 +37,35 @@ struct load_ctx {
   /* A checkpoint's bitmap whose checkpoint is gone was found. */
   bool orphan;
 };
+
+/* Is there something called NAME in the state directory? */
+static bool
+access_exists (const char *name)
+{
+  CLEANUP_FREE char *path = NULL;
+  struct stat st;
+
+  return asprintf (&path, "%s/%s", persist_dir (), name) != -1 &&
+    lstat (path, &st) == 0;
+}
+
+/* A journal that is no file (what was one is read or set aside by
+ * now) would block the next one: set it aside.
+ */
+static void
+set_aside_odd_journal (struct node *n)
+{
+  CLEANUP_FREE char *name = NULL, *path = NULL;
+  struct stat st;
+
+  if (asprintf (&name, "journal.%s", n->name) == -1 ||
+      asprintf (&path, "%s/%s", persist_dir (), name) == -1 ||
+      lstat (path, &st) == -1 || S_ISREG (st.st_mode))
+    return;
+  nbdkit_error ("checkpoint: %s is not a regular file: it cannot be the "
+                "journal of node '%s'", path, n->name);
+  persist_set_aside (name);
+}
 
 /* The bits of bitmap I, called BITMAP, or NULL if they cannot be
  * trusted (then it is inconsistent, and the log says which and why).
@@ -62,6 +93,9 @@ load_bits (struct node *n, uint32_t i, const char *bitmap,
                   "inconsistent from now on (the next backup from it must "
                   "be a full one)", bitmap, n->name, persist_dir (), name,
                   why);
+    /* Out of the way of its next save (a directory would block it). */
+    if (access_exists (name))
+      persist_set_aside (name);
     bitmap_free (bm);
     return NULL;
   }
@@ -176,16 +210,24 @@ size_mismatch (struct node *n, uint64_t saved, struct qmp_error *err)
 }
 
 static void
-mark_all_inconsistent (struct node *n)
+set_all_inconsistent (struct node *n)
 {
   struct dirty_bitmap *d;
 
+  for (d = n->bitmaps; d; d = d->next)
+    if (d->persistent && !d->inconsistent) {
+      d->inconsistent = true;
+      bitmap_compact (d->bm);
+    }
+  node_update_recording (n);
+}
+
+static void
+mark_all_inconsistent (struct node *n)
+{
   nbdkit_error ("checkpoint: cannot mark the bitmaps of '%s' in use: "
                 "they are inconsistent from now on", n->name);
-  for (d = n->bitmaps; d; d = d->next)
-    if (d->persistent)
-      d->inconsistent = true;
-  node_update_recording (n);
+  set_all_inconsistent (n);
 }
 
 static void
@@ -329,6 +371,7 @@ read_node_file (struct node *n, const char *name, const char **cause,
 {
   CLEANUP_FREE void *data = NULL;
   struct load_ctx ctx = { .clean = false };
+  struct saved_identity id;
   struct state_reader r;
   uint64_t size = 0;
   uint32_t nr = 0;
@@ -363,7 +406,7 @@ read_node_file (struct node *n, const char *name, const char **cause,
   journal_contents_free (&ctx.jc);
   if (ret == 0 && ctx.orphan && !clean)
     distrust_checkpoints (n);
-  if (ret == -1 ||
+  if (ret == -1 || disk_identity_get (&r, &id) == -1 ||
       state_get_u8 (&r, &clean) == -1 || state_reader_end (&r) == -1) {
     drop_bitmaps (n);
     nbdkit_error ("checkpoint: %s/%s is malformed: the node's saved "
@@ -372,6 +415,8 @@ read_node_file (struct node *n, const char *name, const char **cause,
     *cause = "its node file was damaged";
     return 0;
   }
+  if (!disk_identity_unchanged (n, &id))
+    set_all_inconsistent (n);
   /* In use from now on, until saved cleanly: durably, or a crash could
    * leave a file that still says "clean" under changed bits.  If that
    * cannot be written, the bits cannot be trusted after a crash: say
@@ -397,6 +442,7 @@ persist_load_node (struct node *n, struct qmp_error *err)
   if (read_node_file (n, name, &cause, err) == -1)
     return -1;
   stand_in_lost_bitmaps (n, cause);
+  set_aside_odd_journal (n);
   /* process, power: saved afresh, in use, with a new journal. */
   if (persist_attach_node (n) == -1 &&
       persist_mode () != CRASH_SAFETY_NONE) {

@@ -21,6 +21,7 @@
 #include "buffer.h"
 #include "core/bitmap-ops.h"
 #include "core/checkpoint-chain.h"
+#include "engines/disk-identity.h"
 #include "engines/journal.h"
 #include "engines/persist.h"
 #include "engines/persist-format.h"
@@ -202,7 +203,6 @@ node_resized (struct node *n)
 
 static void remove_stale_bits (struct node *n);
 
-/* Saved cleanly and durably: the journal is no longer needed. */
 /* After a clean save: what the node's files no longer need. */
 static void
 drop_after_clean (struct node *n)
@@ -213,11 +213,27 @@ drop_after_clean (struct node *n)
   }
 }
 
+/* A clean save of N failed: say what the next start will find. */
+static void
+say_not_saved (struct node *n)
+{
+  struct journal *j = journal_of (n);
+
+  if (n->bitmaps)
+    nbdkit_error ("checkpoint: the bitmaps of '%s' could not be saved "
+                  "cleanly: %s", n->name,
+                  j && journal_started (j) && !journal_broken (j)
+                  ? "the next start recovers them from its journal"
+                  : "they load as inconsistent at the next start");
+}
+
 static void
 save_clean (struct node *n)
 {
   if (persist_save_node (n, true, true) == 0)
     drop_after_clean (n);
+  else
+    say_not_saved (n);
   forget_journal (n);
 }
 
@@ -430,6 +446,7 @@ stage_node (struct node *n, bool clean, bool durable)
                   (ok ? 0 : F_INCONSISTENT) |
                   (mode != CRASH_SAFETY_NONE ? F_STABLE_NAME : 0));
   }
+  disk_identity_put (&b, n, clean);
   /* Last, so that a file says "clean" only once its bits are saved. */
   state_put_u8 (&b, clean);
   r = save (name, KIND_NODE, &b, durable);
@@ -669,6 +686,9 @@ persist_save_all (void)
   if (end_save (own, r) == 0)
     for (n = nodes_list (); n; n = n->next)
       drop_after_clean (n);
+  else
+    for (n = nodes_list (); n; n = n->next)
+      say_not_saved (n);
   for (n = nodes_list (); n; n = n->next)
     forget_journal (n);
 }
