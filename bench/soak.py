@@ -23,7 +23,9 @@
 # - churn: checkpoint create/delete, transactions that succeed and
 #   transactions that fail (and must change nothing);
 # - hot-plug: blockdev-add of a new disk, writes and reads checked
-#   against its model, blockdev-del, its file checked;
+#   against its model, every other time block_resize (grown or shrunk)
+#   with a bitmap whose count must be exact, blockdev-del, its file
+#   checked;
 # - chaos: QMP clients that vanish before, during and after a command,
 #   NBD clients that vanish with reads in flight;
 # - push: drive-backup of one disk after another to a file, full, then
@@ -88,7 +90,8 @@ stats = {"rounds": 0, "verified": 0, "written": 0, "backups": 0,
          "hotplugs": 0, "qmp-vanished": 0, "nbd-vanished": 0,
          "refused-busy": 0, "pushes": 0, "pushes-verified": 0,
          "pushes-incremental": 0,
-         "push-cancelled": 0, "nbd-node-rounds": 0}
+         "push-cancelled": 0, "nbd-node-rounds": 0,
+         "resizes": 0}
 errors = []
 stop = threading.Event()
 
@@ -368,6 +371,8 @@ def hotplug(end):
         h.flush()
         h.shutdown()
         del h
+        if n % 2:
+            model = resize(m, rnd, node, model)
         for _ in range(200):
             r = m.cmd("blockdev-del", {"node-name": node})
             if "return" in r:
@@ -377,10 +382,67 @@ def hotplug(end):
             raise AssertionError("blockdev-del %s: %r" % (node, r))
         with open(path, "rb") as f:
             check(f.read() == model, "%s: file differs from its model" % node)
-        count("verified", HP_SIZE)
+        count("verified", len(model))
         count("hotplugs")
         time.sleep(0.1)
     m.close()
+
+
+def resize(m, rnd, node, model):
+    """block_resize NODE (grown or shrunk, not always to a chunk edge)
+    with a bitmap on it: the data up to the new size stays, the new
+    part reads as zeros, and the bitmap's count is exactly the chunks
+    written before and after that are still inside the disk.  Returns
+    the new model."""
+    m.command("block-dirty-bitmap-add", {"node": node, "name": "rs"})
+    h = nbd_open(uri(sock, node))
+    dirty = set()
+
+    def scribble():
+        size = len(model)
+        for _ in range(4):
+            off = rnd.randrange(0, size - 4096)
+            data = os.urandom(rnd.randrange(1, 4096))
+            h.pwrite(data, off)
+            model[off:off + len(data)] = data
+            dirty.update(range(off // CHUNK, (off + len(data) - 1) // CHUNK
+                               + 1))
+    scribble()
+    h.shutdown()
+    del h
+    size = HP_SIZE + rnd.choice((-1, 1)) * rnd.randrange(1, 16) * 4096 * 3
+    # Shrinking waits for the server to see our close.
+    for _ in range(200):
+        r = m.cmd("block_resize", {"node-name": node, "size": size})
+        if "return" in r:
+            break
+        check("open connection" in r["error"]["desc"],
+              "block_resize %s: %r" % (node, r))
+        time.sleep(0.05)
+    else:
+        raise AssertionError("block_resize %s: %r" % (node, r))
+    if size < len(model):
+        del model[size:]
+    else:
+        model += bytes(size - len(model))
+    dirty = {c for c in dirty if c * CHUNK < size}
+    h = nbd_open(uri(sock, node))
+    check(h.get_size() == size, "%s: size %d after block_resize to %d"
+          % (node, h.get_size(), size))
+    verify(h, model, node)
+    scribble()
+    verify(h, model, node)
+    h.flush()
+    h.shutdown()
+    del h
+    [b] = [b for b in m.command("query-named-block-nodes")
+           if b["node-name"] == node][0].get("dirty-bitmaps", [])
+    check(b["name"] == "rs" and b["count"] == len(dirty) * CHUNK,
+          "%s: bitmap count %d after block_resize to %d, want %d"
+          % (node, b["count"], size, len(dirty) * CHUNK))
+    m.command("block-dirty-bitmap-remove", {"node": node, "name": "rs"})
+    count("resizes")
+    return model
 
 
 def chaos(end):
