@@ -79,6 +79,18 @@ WARMUP = 60.0
 MARGIN_FDS = 0
 MARGIN_THREADS = 0
 MARGIN_RSS_KIB = int(os.environ.get("SOAK_RSS_MARGIN_KIB", 8 * 1024))
+# This script holds a model of each disk and the frozen copies of a
+# backup's disks (tens of MiB); more than this is a leak of its own.
+MARGIN_CLIENT_RSS_KIB = 512 * 1024
+
+# The buffers of reads whose client vanishes with them in flight: the
+# same ones every time, shared by the threads (their contents are never
+# looked at).  A new nbd.Buffer per read is never freed by libnbd
+# 1.14's Python binding when the handle is closed with the read in
+# flight: 800 reads of 1 MiB kept 800 MiB, and a 30-minute soak grew to
+# 24 GB and was killed by the OOM killer.
+VANISH_BUF = nbd.Buffer(4 * MiB)
+VANISH_BUF_1M = nbd.Buffer(MiB)
 
 qsock, sock, pid, workdir, seconds, ndisks = sys.argv[1:7]
 pid, seconds, ndisks = int(pid), float(seconds), int(ndisks)
@@ -122,6 +134,13 @@ def sample():
         rss = [int(line.split()[1]) for line in f
                if line.startswith("VmRSS:")][0]
     return fds, threads, rss
+
+
+def own_rss():
+    """This script's RSS in KiB (its NBD clients' buffers included)."""
+    with open("/proc/self/status") as f:
+        return [int(line.split()[1]) for line in f
+                if line.startswith("VmRSS:")][0]
 
 
 def settled():
@@ -243,7 +262,7 @@ def backups(end):
                                           half))
         # A reader that vanishes with a read in flight.
         h = nbd_open(uri(sock, exports[names[0]]))
-        h.aio_pread(nbd.Buffer(4 * MiB), 0)
+        h.aio_pread(VANISH_BUF, 0)
         del h
         count("nbd-vanished")
         for t in readers:
@@ -467,7 +486,7 @@ def chaos(end):
         # nbdkit runs with one thread per connection for this).
         h = nbd_open(uri(sock, rnd.choice(names)))
         for i in range(rnd.randrange(1, 5)):
-            h.aio_pread(nbd.Buffer(MiB), i * MiB)
+            h.aio_pread(VANISH_BUF_1M, i * MiB)
         del h
         count("nbd-vanished")
         time.sleep(0.02)
@@ -589,7 +608,7 @@ def nbd_node(end):
         export = r["exports"][0]["export"]
         b = nbd_open(uri(sock, export))
         if n % 2:
-            b.aio_pread(nbd.Buffer(MiB), 0)     # vanishes with it
+            b.aio_pread(VANISH_BUF_1M, 0)      # vanishes with it
             del b
             count("nbd-vanished")
             b = nbd_open(uri(sock, export))
@@ -645,7 +664,9 @@ def fmt(s):
 # A hang shows where every thread is, before soak.sh's timeout.
 faulthandler.dump_traceback_later(seconds + 60, exit=True)
 start = sample()
-print("start: %s" % fmt(start), flush=True)
+client_rss0 = own_rss()
+print("start: %s (soak.py rss %d KiB)" % (fmt(start), client_rss0),
+      flush=True)
 t0 = time.time()
 deadline = t0 + seconds
 epoch = 0
@@ -667,9 +688,13 @@ while not stop.is_set():
     check_disks()
     state_is_clean()
     s = settled()
-    print("epoch %d at %.0f s: %s, %d rounds, %d bytes verified"
+    print("epoch %d at %.0f s: %s, %d rounds, %d bytes verified "
+          "(soak.py rss %d KiB)"
           % (epoch, time.time() - t0, fmt(s), stats["rounds"],
-             stats["verified"]), flush=True)
+             stats["verified"], own_rss()), flush=True)
+    # The client's own leak would end the run by the OOM killer.
+    check(own_rss() < client_rss0 + MARGIN_CLIENT_RSS_KIB,
+          "soak.py itself grew from %d to %d KiB" % (client_rss0, own_rss()))
     if baseline is None or time.time() <= warmup_end + 1:
         baseline = s
         peak_rss = max(peak_rss, s[2])
