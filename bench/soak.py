@@ -23,7 +23,9 @@
 # - churn: checkpoint create/delete, transactions that succeed and
 #   transactions that fail (and must change nothing);
 # - hot-plug: blockdev-add of a new disk, writes and reads checked
-#   against its model, blockdev-del, its file checked;
+#   against its model, every other time block_resize (grown or shrunk)
+#   with a bitmap whose count must be exact, blockdev-del, its file
+#   checked;
 # - chaos: QMP clients that vanish before, during and after a command,
 #   NBD clients that vanish with reads in flight;
 # - push: drive-backup of one disk after another to a file, full, then
@@ -77,6 +79,18 @@ WARMUP = 60.0
 MARGIN_FDS = 0
 MARGIN_THREADS = 0
 MARGIN_RSS_KIB = int(os.environ.get("SOAK_RSS_MARGIN_KIB", 8 * 1024))
+# This script holds a model of each disk and the frozen copies of a
+# backup's disks (tens of MiB); more than this is a leak of its own.
+MARGIN_CLIENT_RSS_KIB = 512 * 1024
+
+# The buffers of reads whose client vanishes with them in flight: the
+# same ones every time, shared by the threads (their contents are never
+# looked at).  A new nbd.Buffer per read is never freed by libnbd
+# 1.14's Python binding when the handle is closed with the read in
+# flight: 800 reads of 1 MiB kept 800 MiB, and a 30-minute soak grew to
+# 24 GB and was killed by the OOM killer.
+VANISH_BUF = nbd.Buffer(4 * MiB)
+VANISH_BUF_1M = nbd.Buffer(MiB)
 
 qsock, sock, pid, workdir, seconds, ndisks = sys.argv[1:7]
 pid, seconds, ndisks = int(pid), float(seconds), int(ndisks)
@@ -88,7 +102,8 @@ stats = {"rounds": 0, "verified": 0, "written": 0, "backups": 0,
          "hotplugs": 0, "qmp-vanished": 0, "nbd-vanished": 0,
          "refused-busy": 0, "pushes": 0, "pushes-verified": 0,
          "pushes-incremental": 0,
-         "push-cancelled": 0, "nbd-node-rounds": 0}
+         "push-cancelled": 0, "nbd-node-rounds": 0,
+         "resizes": 0}
 errors = []
 stop = threading.Event()
 
@@ -119,6 +134,13 @@ def sample():
         rss = [int(line.split()[1]) for line in f
                if line.startswith("VmRSS:")][0]
     return fds, threads, rss
+
+
+def own_rss():
+    """This script's RSS in KiB (its NBD clients' buffers included)."""
+    with open("/proc/self/status") as f:
+        return [int(line.split()[1]) for line in f
+                if line.startswith("VmRSS:")][0]
 
 
 def settled():
@@ -240,7 +262,7 @@ def backups(end):
                                           half))
         # A reader that vanishes with a read in flight.
         h = nbd_open(uri(sock, exports[names[0]]))
-        h.aio_pread(nbd.Buffer(4 * MiB), 0)
+        h.aio_pread(VANISH_BUF, 0)
         del h
         count("nbd-vanished")
         for t in readers:
@@ -368,6 +390,8 @@ def hotplug(end):
         h.flush()
         h.shutdown()
         del h
+        if n % 2:
+            model = resize(m, rnd, node, model)
         for _ in range(200):
             r = m.cmd("blockdev-del", {"node-name": node})
             if "return" in r:
@@ -377,10 +401,67 @@ def hotplug(end):
             raise AssertionError("blockdev-del %s: %r" % (node, r))
         with open(path, "rb") as f:
             check(f.read() == model, "%s: file differs from its model" % node)
-        count("verified", HP_SIZE)
+        count("verified", len(model))
         count("hotplugs")
         time.sleep(0.1)
     m.close()
+
+
+def resize(m, rnd, node, model):
+    """block_resize NODE (grown or shrunk, not always to a chunk edge)
+    with a bitmap on it: the data up to the new size stays, the new
+    part reads as zeros, and the bitmap's count is exactly the chunks
+    written before and after that are still inside the disk.  Returns
+    the new model."""
+    m.command("block-dirty-bitmap-add", {"node": node, "name": "rs"})
+    h = nbd_open(uri(sock, node))
+    dirty = set()
+
+    def scribble():
+        size = len(model)
+        for _ in range(4):
+            off = rnd.randrange(0, size - 4096)
+            data = os.urandom(rnd.randrange(1, 4096))
+            h.pwrite(data, off)
+            model[off:off + len(data)] = data
+            dirty.update(range(off // CHUNK, (off + len(data) - 1) // CHUNK
+                               + 1))
+    scribble()
+    h.shutdown()
+    del h
+    size = HP_SIZE + rnd.choice((-1, 1)) * rnd.randrange(1, 16) * 4096 * 3
+    # Shrinking waits for the server to see our close.
+    for _ in range(200):
+        r = m.cmd("block_resize", {"node-name": node, "size": size})
+        if "return" in r:
+            break
+        check("open connection" in r["error"]["desc"],
+              "block_resize %s: %r" % (node, r))
+        time.sleep(0.05)
+    else:
+        raise AssertionError("block_resize %s: %r" % (node, r))
+    if size < len(model):
+        del model[size:]
+    else:
+        model += bytes(size - len(model))
+    dirty = {c for c in dirty if c * CHUNK < size}
+    h = nbd_open(uri(sock, node))
+    check(h.get_size() == size, "%s: size %d after block_resize to %d"
+          % (node, h.get_size(), size))
+    verify(h, model, node)
+    scribble()
+    verify(h, model, node)
+    h.flush()
+    h.shutdown()
+    del h
+    [b] = [b for b in m.command("query-named-block-nodes")
+           if b["node-name"] == node][0].get("dirty-bitmaps", [])
+    check(b["name"] == "rs" and b["count"] == len(dirty) * CHUNK,
+          "%s: bitmap count %d after block_resize to %d, want %d"
+          % (node, b["count"], size, len(dirty) * CHUNK))
+    m.command("block-dirty-bitmap-remove", {"node": node, "name": "rs"})
+    count("resizes")
+    return model
 
 
 def chaos(end):
@@ -405,7 +486,7 @@ def chaos(end):
         # nbdkit runs with one thread per connection for this).
         h = nbd_open(uri(sock, rnd.choice(names)))
         for i in range(rnd.randrange(1, 5)):
-            h.aio_pread(nbd.Buffer(MiB), i * MiB)
+            h.aio_pread(VANISH_BUF_1M, i * MiB)
         del h
         count("nbd-vanished")
         time.sleep(0.02)
@@ -527,7 +608,7 @@ def nbd_node(end):
         export = r["exports"][0]["export"]
         b = nbd_open(uri(sock, export))
         if n % 2:
-            b.aio_pread(nbd.Buffer(MiB), 0)     # vanishes with it
+            b.aio_pread(VANISH_BUF_1M, 0)      # vanishes with it
             del b
             count("nbd-vanished")
             b = nbd_open(uri(sock, export))
@@ -583,7 +664,9 @@ def fmt(s):
 # A hang shows where every thread is, before soak.sh's timeout.
 faulthandler.dump_traceback_later(seconds + 60, exit=True)
 start = sample()
-print("start: %s" % fmt(start), flush=True)
+client_rss0 = own_rss()
+print("start: %s (soak.py rss %d KiB)" % (fmt(start), client_rss0),
+      flush=True)
 t0 = time.time()
 deadline = t0 + seconds
 epoch = 0
@@ -605,9 +688,13 @@ while not stop.is_set():
     check_disks()
     state_is_clean()
     s = settled()
-    print("epoch %d at %.0f s: %s, %d rounds, %d bytes verified"
+    print("epoch %d at %.0f s: %s, %d rounds, %d bytes verified "
+          "(soak.py rss %d KiB)"
           % (epoch, time.time() - t0, fmt(s), stats["rounds"],
-             stats["verified"]), flush=True)
+             stats["verified"], own_rss()), flush=True)
+    # The client's own leak would end the run by the OOM killer.
+    check(own_rss() < client_rss0 + MARGIN_CLIENT_RSS_KIB,
+          "soak.py itself grew from %d to %d KiB" % (client_rss0, own_rss()))
     if baseline is None or time.time() <= warmup_end + 1:
         baseline = s
         peak_rss = max(peak_rss, s[2])
