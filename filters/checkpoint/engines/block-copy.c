@@ -44,12 +44,6 @@ struct block_copy {
   pthread_rwlock_t stripes[STRIPES];
 };
 
-static pthread_rwlock_t *
-stripe (struct block_copy *bc, uint64_t offset)
-{
-  return &bc->stripes[(offset / REGION) % STRIPES];
-}
-
 /* An unnamed, sparse scratch file that vanishes with its descriptor. */
 static int
 open_scratch (const char *dir)
@@ -262,17 +256,31 @@ save_range (nbdkit_next *next, struct block_copy *bc, uint64_t start,
  * ascending order (so two savers never wait on each other in a cycle;
  * readers hold one stripe at a time).
  */
-static void
-stripe_op (struct block_copy *bc, size_t i, bool lock)
-{
-  if (lock)
-    pthread_rwlock_wrlock (&bc->stripes[i]);
-  else
-    pthread_rwlock_unlock (&bc->stripes[i]);
-}
+enum stripe_op { STRIPES_WRITE, STRIPES_READ, STRIPES_UNLOCK };
 
 static void
-lock_stripes (struct block_copy *bc, uint64_t start, uint64_t end, bool lock)
+stripe_op (struct block_copy *bc, size_t i, enum stripe_op lock)
+{
+  switch (lock) {
+  case STRIPES_WRITE:
+    pthread_rwlock_wrlock (&bc->stripes[i]);
+    break;
+  case STRIPES_READ:
+    pthread_rwlock_rdlock (&bc->stripes[i]);
+    break;
+  case STRIPES_UNLOCK:
+    pthread_rwlock_unlock (&bc->stripes[i]);
+    break;
+  }
+}
+
+/* The stripes of [START, END), always in ascending order of index (so
+ * that readers and writers of overlapping windows never wait on each
+ * other in a circle).
+ */
+static void
+lock_stripes (struct block_copy *bc, uint64_t start, uint64_t end,
+              enum stripe_op lock)
 {
   uint64_t first = start / REGION, last = (end - 1) / REGION;
   size_t i, lo = first % STRIPES, hi = last % STRIPES;
@@ -328,20 +336,21 @@ block_copy_save_skip (struct block_copy *bc, nbdkit_next *next,
     int r;
 
     w_end = MIN (ROUND_DOWN (w, SAVE_WINDOW) + SAVE_WINDOW, end);
-    lock_stripes (bc, w, w_end, true);
+    lock_stripes (bc, w, w_end, STRIPES_WRITE);
     r = save_range (next, bc, w, w_end, needed, skip);
-    lock_stripes (bc, w, w_end, false);
+    lock_stripes (bc, w, w_end, STRIPES_UNLOCK);
     if (r == -1)
       return -1;
   }
   return 0;
 }
 
-/* Read [POS, END) of one region (its stripe held shared): saved
- * blocks from scratch, the rest from the disk.
+/* Read [POS, END) of one window (its stripes held shared): saved
+ * blocks from scratch, each run of the rest from the disk in one
+ * request.
  */
 static int
-read_region (struct block_copy *bc, nbdkit_next *next, char *buf,
+read_window (struct block_copy *bc, nbdkit_next *next, char *buf,
              uint64_t pos, uint64_t end, int *err)
 {
   while (pos < end) {
@@ -376,17 +385,20 @@ block_copy_read (struct block_copy *bc, nbdkit_next *next, void *buf,
   uint64_t pos = offset, end = offset + count;
   char *p = buf;
 
+  /* By windows, as saves go: a large read is one request per run,
+   * not one per region.
+   */
   while (pos < end) {
-    uint64_t region_end = MIN (ROUND_DOWN (pos, REGION) + REGION, end);
+    uint64_t w_end = MIN (ROUND_DOWN (pos, SAVE_WINDOW) + SAVE_WINDOW, end);
     int r;
 
-    pthread_rwlock_rdlock (stripe (bc, pos));
-    r = read_region (bc, next, p, pos, region_end, err);
-    pthread_rwlock_unlock (stripe (bc, pos));
+    lock_stripes (bc, pos, w_end, STRIPES_READ);
+    r = read_window (bc, next, p, pos, w_end, err);
+    lock_stripes (bc, pos, w_end, STRIPES_UNLOCK);
     if (r == -1)
       return -1;
-    p += region_end - pos;
-    pos = region_end;
+    p += w_end - pos;
+    pos = w_end;
   }
   return 0;
 }
