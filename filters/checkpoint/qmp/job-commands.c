@@ -130,11 +130,51 @@ blockdev_backup_action (struct txn *t, json_t *args, struct qmp_error *err)
   return backup_action (t, args, &spec, err);
 }
 
-static const struct qmp_arg drive_backup_args[] = {
-  { "job-id", QMP_STR, true,
-    "The job's name: a letter, then letters, digits, '-', '.', '_'.  "
-    "Required in practice (a node has no device name to default to)." },
+/* The arguments drive-backup and blockdev-backup share, documented
+ * once: the job and its source, then everything after the target.
+ */
+#define BACKUP_JOB_SOURCE_ARGS \
+  { "job-id", QMP_STR, true,                                            \
+    "The job's name: a letter, then letters, digits, '-', '.', '_'.  "  \
+    "Required in practice (a node has no device name to default to)." }, \
   { "device", QMP_STR, false, "The node to back up." },
+
+#define BACKUP_JOB_COMMON_ARGS \
+  { "sync", QMP_STR, false,                                             \
+    "\"full\" (the whole disk), \"incremental\" (the chunks dirty in "  \
+    "bitmap; bitmap-mode on-success), \"bitmap\" (likewise, with an "   \
+    "explicit bitmap-mode), \"none\" (no copy: before a guest write "   \
+    "changes a 64 KiB cluster the first time, its old data goes to the " \
+    "target; runs until cancelled); \"top\" is refused (no backing "    \
+    "chains)." },                                                       \
+  { "speed", QMP_INT, true,                                             \
+    "A limit in bytes per second (0: none); the first chunk is not "    \
+    "limited." },                                                       \
+  { "bitmap", QMP_STR, true, "A bitmap of the node (QEMU's rules)." },  \
+  { "bitmap-mode", QMP_STR, true,                                       \
+    "\"on-success\", \"always\" or \"never\": what becomes of bitmap "  \
+    "when the job ends, as QEMU's table says." },                       \
+  { "compress", QMP_BOOL, true, "false only." },                        \
+  { "on-source-error", QMP_STR, true,                                   \
+    "What a failed read of the frozen view does: \"report\" (the "      \
+    "default: the job fails), \"ignore\" (BLOCK_JOB_ERROR, and the "    \
+    "chunk is copied again, as QEMU 7.2 does), \"stop\" (the job "      \
+    "pauses with io-status failed, or nospace for ENOSPC; job-resume "  \
+    "copies the chunk again), \"enospc\" and \"auto\" (stop on "        \
+    "ENOSPC, report otherwise)." },                                     \
+  { "on-target-error", QMP_STR, true,                                   \
+    "The same for a failed write of the target." },                     \
+  { "auto-finalize", QMP_BOOL, true,                                    \
+    "true (the default): the job finishes by itself; false: it stops "  \
+    "in pending (BLOCK_JOB_PENDING) until job-finalize, which applies " \
+    "the bitmap's result and ends it (job-cancel there cancels it)." }, \
+  { "auto-dismiss", QMP_BOOL, true,                                     \
+    "true (the default): the job goes away once concluded; false: it "  \
+    "stays concluded until job-dismiss." },                             \
+  { "filter-node-name", QMP_STR, true, "Accepted and ignored." },
+
+static const struct qmp_arg drive_backup_args[] = {
+  BACKUP_JOB_SOURCE_ARGS
   { "target", QMP_STR, false,
     "A file path (created sparse, or with mode \"existing\" opened as "
     "it is), or an nbd:// or nbd+unix:// URI written through libnbd." },
@@ -143,82 +183,17 @@ static const struct qmp_arg drive_backup_args[] = {
   { "mode", QMP_STR, true,
     "\"absolute-paths\" (the default: create the file) or "
     "\"existing\"." },
-  { "sync", QMP_STR, false,
-    "\"full\" (the whole disk), \"incremental\" (the chunks dirty in "
-    "bitmap; bitmap-mode on-success), \"bitmap\" (likewise, with an "
-    "explicit bitmap-mode), \"none\" (no copy: before a guest write "
-    "changes a 64 KiB cluster the first time, its old data goes to the "
-    "target; runs until cancelled); \"top\" is refused (no backing "
-    "chains)." },
-  { "speed", QMP_INT, true,
-    "A limit in bytes per second (0: none); the first chunk is not "
-    "limited." },
-  { "bitmap", QMP_STR, true, "A bitmap of the node (QEMU's rules)." },
-  { "bitmap-mode", QMP_STR, true,
-    "\"on-success\", \"always\" or \"never\": what becomes of bitmap "
-    "when the job ends, as QEMU's table says." },
-  { "compress", QMP_BOOL, true, "false only." },
-  { "on-source-error", QMP_STR, true,
-    "What a failed read of the frozen view does: \"report\" (the "
-    "default: the job fails), \"ignore\" (BLOCK_JOB_ERROR, and the "
-    "chunk is copied again, as QEMU 7.2 does), \"stop\" (the job "
-    "pauses with io-status failed, or nospace for ENOSPC; job-resume "
-    "copies the chunk again), \"enospc\" and \"auto\" (stop on "
-    "ENOSPC, report otherwise)." },
-  { "on-target-error", QMP_STR, true,
-    "The same for a failed write of the target." },
-  { "auto-finalize", QMP_BOOL, true,
-    "true (the default): the job finishes by itself; false: it stops "
-    "in pending (BLOCK_JOB_PENDING) until job-finalize, which applies "
-    "the bitmap's result and ends it (job-cancel there cancels it)." },
-  { "auto-dismiss", QMP_BOOL, true,
-    "true (the default): the job goes away once concluded; false: it "
-    "stays concluded until job-dismiss." },
-  { "filter-node-name", QMP_STR, true, "Accepted and ignored." },
+  BACKUP_JOB_COMMON_ARGS
   { NULL }
 };
 
 static const struct qmp_arg blockdev_backup_args[] = {
-  { "job-id", QMP_STR, true,
-    "The job's name: a letter, then letters, digits, '-', '.', '_'.  "
-    "Required in practice (a node has no device name to default to)." },
-  { "device", QMP_STR, false, "The node to back up." },
+  BACKUP_JOB_SOURCE_ARGS
   { "target", QMP_STR, false,
     "A node of this process (e.g. added with blockdev-add), of the "
     "same size, in no other job; written as a guest write of it is "
     "(its bitmaps record the job's writes)." },
-  { "sync", QMP_STR, false,
-    "\"full\" (the whole disk), \"incremental\" (the chunks dirty in "
-    "bitmap; bitmap-mode on-success), \"bitmap\" (likewise, with an "
-    "explicit bitmap-mode), \"none\" (no copy: before a guest write "
-    "changes a 64 KiB cluster the first time, its old data goes to the "
-    "target; runs until cancelled); \"top\" is refused (no backing "
-    "chains)." },
-  { "speed", QMP_INT, true,
-    "A limit in bytes per second (0: none); the first chunk is not "
-    "limited." },
-  { "bitmap", QMP_STR, true, "A bitmap of the node (QEMU's rules)." },
-  { "bitmap-mode", QMP_STR, true,
-    "\"on-success\", \"always\" or \"never\": what becomes of bitmap "
-    "when the job ends, as QEMU's table says." },
-  { "compress", QMP_BOOL, true, "false only." },
-  { "on-source-error", QMP_STR, true,
-    "What a failed read of the frozen view does: \"report\" (the "
-    "default: the job fails), \"ignore\" (BLOCK_JOB_ERROR, and the "
-    "chunk is copied again, as QEMU 7.2 does), \"stop\" (the job "
-    "pauses with io-status failed, or nospace for ENOSPC; job-resume "
-    "copies the chunk again), \"enospc\" and \"auto\" (stop on "
-    "ENOSPC, report otherwise)." },
-  { "on-target-error", QMP_STR, true,
-    "The same for a failed write of the target." },
-  { "auto-finalize", QMP_BOOL, true,
-    "true (the default): the job finishes by itself; false: it stops "
-    "in pending (BLOCK_JOB_PENDING) until job-finalize, which applies "
-    "the bitmap's result and ends it (job-cancel there cancels it)." },
-  { "auto-dismiss", QMP_BOOL, true,
-    "true (the default): the job goes away once concluded; false: it "
-    "stays concluded until job-dismiss." },
-  { "filter-node-name", QMP_STR, true, "Accepted and ignored." },
+  BACKUP_JOB_COMMON_ARGS
   { NULL }
 };
 
