@@ -38,35 +38,6 @@ from testlib import *
 tmp, qsock, sda, memsock = script_args(str, str, str, str)
 SIZE = 8 * MiB
 
-def job_events(m, job):
-    out = []
-    for ev in m.events:
-        d = ev.get("data", {})
-        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
-            out.append(d["status"])
-        elif ev["event"].startswith("BLOCK_JOB_") and d.get("device") == job:
-            out.append(ev["event"])
-    return out
-
-def wait_ev(m, name, count=1, timeout=60):
-    m.sock.settimeout(timeout)
-    while sum(e["event"] == name for e in m.events) < count:
-        msg = m.recv_message()
-        if "event" in msg:
-            m.events.append(msg)
-
-def wait_gone(m, job, timeout=60):
-    t = time.monotonic()
-    while any(j["id"] == job for j in m.command("query-jobs")):
-        check(time.monotonic() - t < timeout, "job %s did not end" % job)
-        time.sleep(0.05)
-
-def nbd_read(uri, n):
-    h = nbd_open(uri)
-    data = b"".join(h.pread(min(MiB, n - o), o) for o in range(0, n, MiB))
-    h.shutdown()
-    return data
-
 NORMAL = ["created", "running", "waiting", "pending", "BLOCK_JOB_COMPLETED",
           "concluded", "null"]
 

@@ -38,6 +38,7 @@ osock=$sock
 
 $PY - "$tmp" "$osock" $S <<'EOF2'
 import time
+import testlib
 from testlib import *
 
 tmp, osock, S = script_args(str, str, int)
@@ -51,13 +52,6 @@ def both_io(*cmds):
     qio(Q_URI, *cmds)
     qio(O_URI, *cmds)
 
-def wait_ev(m, name, timeout=60):
-    m.sock.settimeout(timeout)
-    while not any(e["event"] == name for e in m.events):
-        msg = m.recv_message()
-        if "event" in msg:
-            m.events.append(msg)
-
 def wait_progress(m, job):
     t = time.monotonic()
     while True:
@@ -65,12 +59,6 @@ def wait_progress(m, job):
         if js and js[0]["current-progress"] > 0:
             return js[0]
         check(time.monotonic() - t < 30, "job %s made no progress" % job)
-        time.sleep(0.02)
-
-def wait_gone(m, job):
-    t = time.monotonic()
-    while any(j["id"] == job for j in m.command("query-jobs")):
-        check(time.monotonic() - t < 60, "job %s did not end" % job)
         time.sleep(0.02)
 
 def state(m, name):
@@ -143,28 +131,12 @@ run("incremental", "on-success", "success")
 def job_events(m, job):
     """The job's events, QEMU's drain blips (paused, running with no
     user pause) left out."""
-    out = []
-    for ev in m.events:
-        d = ev.get("data", {})
-        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
-            out.append(d["status"])
-        elif ev["event"].startswith("BLOCK_JOB_") and (
-                d.get("device") == job or d.get("id") == job):
-            out.append(ev["event"])
+    out = testlib.job_events(m, job)
     while "paused" in out:
         i = out.index("paused")
         check(out[i + 1] == "running", "a pause that is no blip: %r" % out)
         del out[i:i + 2]
     return out
-
-def wait_status(m, job, status):
-    t = time.monotonic()
-    while True:
-        js = [j for j in m.command("query-jobs") if j["id"] == job]
-        if js and js[0]["status"] == status:
-            return js[0]
-        check(time.monotonic() - t < 30, "job %s never %s" % (job, status))
-        time.sleep(0.02)
 
 # auto-finalize=false, auto-dismiss=false: the job waits in pending
 # (BLOCK_JOB_PENDING); the bitmap stays busy and goes on recording

@@ -50,46 +50,6 @@ def on(path):
 def off(path):
     os.unlink(path)
 
-def nbd_read(uri, n):
-    h = nbd_open(uri)
-    data = b"".join(h.pread(min(MiB, n - o), o) for o in range(0, n, MiB))
-    h.shutdown()
-    return data
-
-def job_events(m, job):
-    out = []
-    for ev in m.events:
-        d = ev.get("data", {})
-        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
-            out.append(d["status"])
-        elif ev["event"].startswith("BLOCK_JOB_") and d.get("device") == job:
-            out.append(ev["event"])
-    return out
-
-def wait_ev(m, name, count=1, timeout=60):
-    """Until COUNT events NAME have arrived (kept in m.events)."""
-    m.sock.settimeout(timeout)
-    while sum(e["event"] == name for e in m.events) < count:
-        msg = m.recv_message()
-        if "event" in msg:
-            m.events.append(msg)
-
-def wait_status(m, job, status, timeout=30):
-    t = time.monotonic()
-    while True:
-        js = [j for j in m.command("query-jobs") if j["id"] == job]
-        if js and js[0]["status"] == status:
-            return js[0]
-        check(time.monotonic() - t < timeout,
-              "job %s never %s: %r" % (job, status, js))
-        time.sleep(0.02)
-
-def wait_gone(m, job, timeout=60):
-    t = time.monotonic()
-    while any(j["id"] == job for j in m.command("query-jobs")):
-        check(time.monotonic() - t < timeout, "job %s did not end" % job)
-        time.sleep(0.05)
-
 def errors(m):
     return [e["data"] for e in m.events if e["event"] == "BLOCK_JOB_ERROR"]
 

@@ -35,6 +35,7 @@ osock=$sock
 
 $PY - "$tmp" "$osock" <<'EOF'
 import shutil, time
+import testlib
 from testlib import *
 tmp, osock = script_args(str, str)
 SIZE = 8 * MiB
@@ -47,34 +48,12 @@ start = file_bytes(tmp + "/o.img")
 check(start == file_bytes(tmp + "/q.img"), "the two disks differ")
 
 def job_events(m, job):
-    out = []
-    for ev in m.events:
-        d = ev.get("data", {})
-        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
-            out.append(d["status"])
-        elif ev["event"].startswith("BLOCK_JOB_") and d.get("device") == job:
-            out.append(ev["event"])
+    out = testlib.job_events(m, job)
     # QEMU's drain blip at the job's start (paused, running); the user
     # pause comes later.
     if m is q and out[2:4] == ["paused", "running"]:
         del out[2:4]
     return out
-
-def wait_ev(m, name, timeout=60):
-    m.sock.settimeout(timeout)
-    while not any(e["event"] == name for e in m.events):
-        msg = m.recv_message()
-        if "event" in msg:
-            m.events.append(msg)
-
-def wait_status(m, job, status):
-    t = time.monotonic()
-    while True:
-        js = [j for j in m.command("query-jobs") if j["id"] == job]
-        if js and js[0]["status"] == status:
-            return js[0]
-        check(time.monotonic() - t < 30, "job %s never %s" % (job, status))
-        time.sleep(0.02)
 
 def progress(m, job):
     [j] = [j for j in m.command("query-jobs") if j["id"] == job]

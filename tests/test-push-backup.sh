@@ -39,47 +39,15 @@ import os, shutil, subprocess, time
 from testlib import *
 tmp, qsock, sda, kitpid, tgt, bad = script_args(str, str, str, int, str, str)
 
-def nbd_read(uri, n):
-    h = nbd_open(uri)
-    data = b"".join(h.pread(min(MiB, n - o), o) for o in range(0, n, MiB))
-    h.shutdown()
-    return data
-
-
 def threads():
     return proc_threads(kitpid)
 
 def fds():
     return proc_fds(kitpid)
 
-def job_events(m, job):
-    """The job's events so far, as short strings, in order."""
-    out = []
-    for ev in m.events:
-        d = ev.get("data", {})
-        if ev["event"] == "JOB_STATUS_CHANGE" and d["id"] == job:
-            out.append(d["status"])
-        elif ev["event"].startswith("BLOCK_JOB_") and d.get("device") == job:
-            out.append(ev["event"])
-    return out
-
-def wait_gone(m, job, timeout=60):
-    t = time.monotonic()
-    while any(j["id"] == job for j in m.command("query-jobs")):
-        check(time.monotonic() - t < timeout, "job %s did not end" % job)
-        time.sleep(0.05)
-
 def drain(m):
     """Read what events have arrived."""
     m.command("query-jobs")
-
-def wait_ev(m, name, timeout=60):
-    """Until event NAME has arrived (kept in m.events, in order)."""
-    m.sock.settimeout(timeout)
-    while not any(e["event"] == name for e in m.events):
-        msg = m.recv_message()
-        if "event" in msg:
-            m.events.append(msg)
 
 m = connect(qsock)
 # The disk's read-write descriptor opens with the first write.
