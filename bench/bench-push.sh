@@ -26,7 +26,9 @@
 #
 #   bench/bench-push.sh BUILDDIR
 #
-# Knobs: DISK=4G, RUNS=3, WORKDIR (a local disk file system), KEEP=1.
+# Knobs: DISK=4G, RUNS=3, WORKDIR (a local disk file system), KEEP=1,
+# ROWS (a comma-separated list of the rows to run, e.g.
+# ROWS=push-nbd,nbdcopy-nbd,qsd-nbd; the guest load row is push-load).
 # Needs nbdkit (file plugin), nbdcopy, python3 with libnbd's nbd
 # module, and qemu-storage-daemon for the qsd rows (skipped if absent).
 set -euo pipefail
@@ -44,11 +46,12 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 
 exec /usr/bin/python3 - "$FILTER" "$WORK" "${DISK:-4G}" "${RUNS:-3}" "${KEEP:-0}" \
-     "${WORKDIR:+given}" <<'EOF'
+     "${WORKDIR:+given}" "${ROWS:-}" <<'EOF'
 import json, os, random, shutil, socket, subprocess, sys, time
 import nbd
 
-FILTER, WORK, DISK, RUNS, KEEP, GIVEN = sys.argv[1:]
+FILTER, WORK, DISK, RUNS, KEEP, GIVEN, ROWS = sys.argv[1:]
+ROWS = ROWS.split(",") if ROWS else None
 RUNS, KEEP = int(RUNS), KEEP == "1"
 MiB = 1 << 20
 units = {"K": 10, "M": 20, "G": 30}
@@ -226,7 +229,9 @@ try:
                 ("nbdcopy-file", None), ("nbdcopy-nbd", None)]
         if have_qsd:
             rows += [("qsd-file", None), ("qsd-nbd", None)]
-        rows = rows[r % len(rows):] + rows[:r % len(rows)]
+        if ROWS:
+            rows = [row for row in rows if row[0] in ROWS]
+        rows = rows[r % len(rows):] + rows[:r % len(rows)] if rows else []
         for name, _ in rows:
             cold = drop_caches() and cold
             n = r * 10 + len(results.get(name, []))
@@ -249,15 +254,18 @@ try:
             print("run %d %-12s %6.2f s  %7.1f MiB/s (of the disk)"
                   % (r, name, t, SIZE / MiB / t), flush=True)
     # The guest's cost: writes/s without a job, then during one.
-    m = source()
-    uri = "nbd+unix:///?socket=%s/src.sock" % WORK
-    base = guest_writes(uri, 5)
-    m.cmd("drive-backup", {"job-id": "jl", "device": "d0", "sync": "full",
-                           "target": WORK + "/t-load.raw"})
-    during = guest_writes(uri, 5)
-    m.wait("BLOCK_JOB_COMPLETED")
-    stop("src")
-    os.unlink(WORK + "/t-load.raw")
+    base = None
+    if not ROWS or "push-load" in ROWS:
+        m = source()
+        uri = "nbd+unix:///?socket=%s/src.sock" % WORK
+        base = guest_writes(uri, 5)
+        m.cmd("drive-backup", {"job-id": "jl", "device": "d0",
+                               "sync": "full",
+                               "target": WORK + "/t-load.raw"})
+        during = guest_writes(uri, 5)
+        m.wait("BLOCK_JOB_COMPLETED")
+        stop("src")
+        os.unlink(WORK + "/t-load.raw")
 finally:
     for name in list(procs):
         stop(name)
@@ -271,9 +279,11 @@ print("\nfull push backup of %s (50%% data), %d run(s), caches %s"
 print("%-12s %8s %10s %8s" % ("", "median s", "MiB/s", "vs nbdcopy"))
 med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
 for k in sorted(med):
-    ref = med["nbdcopy-" + k.split("-")[1]]
-    print("%-12s %8.2f %10.1f %8.2f" % (k, med[k], SIZE / MiB / med[k],
-                                        ref / med[k]))
-print("guest 4 KiB random writes: %.0f/s without a job, %.0f/s during a "
-      "push job (%.2f)" % (base, during, during / base))
+    ref = med.get("nbdcopy-" + k.split("-")[1])
+    print("%-12s %8.2f %10.1f %8s" % (k, med[k], SIZE / MiB / med[k],
+                                      "%.2f" % (ref / med[k]) if ref
+                                      else "-"))
+if base:
+    print("guest 4 KiB random writes: %.0f/s without a job, %.0f/s during "
+          "a push job (%.2f)" % (base, during, during / base))
 EOF

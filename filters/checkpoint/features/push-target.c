@@ -33,16 +33,40 @@
  */
 #define MAX_CONNECTIONS 4
 
+/* A file target's writes start their writeback at once, and the
+ * pages of the write WRITE_BEHIND writes back are waited for and
+ * dropped from the page cache.  The disk then writes while the copy
+ * runs, rather than all of it in the flush at the end, and a backup
+ * does not fill the page cache with data no one reads soon.
+ */
+#define WRITE_BEHIND 16
+
+struct written { uint64_t offset, n; };
+
+/* An NBD target that can flush is told to every FLUSH_BEHIND bytes
+ * written, for the same reason: its server's writeback then runs
+ * alongside the copy.  The other connections go on meanwhile.
+ */
+#define FLUSH_BEHIND (256 * 1024 * 1024)
+
 struct push_target {
   char *name;
   int fd;                       /* a file, or -1 */
   bool created;                 /* a file we created: reads as zeros */
+  /* Under lock: the last writes to the file (a ring), while writeback
+   * works on it (sync_file_range may be missing: then false).
+   */
+  bool write_behind;
+  struct written behind[WRITE_BEHIND];
+  unsigned behind_next;
   /* An NBD export: NR handles, of which those not BUSY are free to
    * take (lock, cond).
    */
   struct nbd_handle *nbd[MAX_CONNECTIONS];
   bool busy[MAX_CONNECTIONS];
   unsigned nr;
+  bool can_flush;
+  uint64_t unflushed;           /* atomic: bytes since the last flush */
   pthread_mutex_t lock;
   pthread_cond_t freed;
 };
@@ -77,6 +101,7 @@ open_nbd (struct push_target *t, uint64_t size, struct qmp_error *err)
                "the disk %" PRIu64, t->name, tsize, size);
     return -1;
   }
+  t->can_flush = nbd_can_flush (h) == 1;
   /* More connections only where the server says they see one another
    * (a server without multi-conn may even serve one client at a time).
    */
@@ -137,6 +162,7 @@ open_file (struct push_target *t, bool existing, uint64_t size,
       qmp_error (err, "Could not resize '%s': %s", t->name, strerror (errno));
       return -1;
     }
+    t->write_behind = true;
     return 0;
   }
   t->fd = open (t->name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -145,8 +171,11 @@ open_file (struct push_target *t, bool existing, uint64_t size,
     return -1;
   }
   /* A device keeps its old contents. */
-  if (fstat (t->fd, &st) == 0 && !S_ISREG (st.st_mode))
+  if (fstat (t->fd, &st) == 0 && !S_ISREG (st.st_mode)) {
+    t->write_behind = true;
     return 0;
+  }
+  t->write_behind = true;
   t->created = true;
   if (ftruncate (t->fd, size) == -1) {
     qmp_error (err, "Could not create '%s': %s", t->name, strerror (errno));
@@ -217,15 +246,69 @@ nbd_errno (void)
   return -1;
 }
 
+/* Where sync_file_range cannot work (not Linux's file systems, say),
+ * the flush at the end does all of the writeback.
+ */
+static bool
+write_behind_unsupported (int e)
+{
+  return e == ENOSYS || e == EINVAL || e == ESPIPE || e == EOPNOTSUPP;
+}
+
+/* [OFFSET, OFFSET+N) of the file was written: start its writeback,
+ * and finish the one of the write WRITE_BEHIND before it.  -1 with
+ * errno for an I/O error of the writeback.
+ */
+static int
+file_written (struct push_target *t, uint64_t offset, uint64_t n)
+{
+  struct written old = { 0, 0 };
+
+  if (!__atomic_load_n (&t->write_behind, __ATOMIC_RELAXED))
+    return 0;
+  if (sync_file_range (t->fd, offset, n, SYNC_FILE_RANGE_WRITE) == -1)
+    goto failed;
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
+    old = t->behind[t->behind_next];
+    t->behind[t->behind_next] = (struct written) { offset, n };
+    t->behind_next = (t->behind_next + 1) % WRITE_BEHIND;
+  }
+  if (old.n == 0)
+    return 0;
+  if (sync_file_range (t->fd, old.offset, old.n,
+                       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                       SYNC_FILE_RANGE_WAIT_AFTER) == -1)
+    goto failed;
+  /* Only advice: the data is on its way to the disk either way. */
+  posix_fadvise (t->fd, old.offset, old.n, POSIX_FADV_DONTNEED);
+  return 0;
+
+ failed:
+  if (!write_behind_unsupported (errno))
+    return -1;
+  nbdkit_debug ("checkpoint: push target %s: no write-behind: %m", t->name);
+  __atomic_store_n (&t->write_behind, false, __ATOMIC_RELAXED);
+  return 0;
+}
+
 int
 push_target_write (struct push_target *t, const void *buf, size_t n,
                    uint64_t offset)
 {
+  uint64_t start = offset, len = n;
+
   const char *p = buf;
 
   if (t->nr) {
     unsigned i = take_handle (t);
     int r = nbd_pwrite (t->nbd[i], buf, n, offset, 0) == -1 ? nbd_errno () : 0;
+    if (r == 0 && t->can_flush &&
+        __atomic_add_fetch (&t->unflushed, n, __ATOMIC_RELAXED) >=
+        FLUSH_BEHIND) {
+      __atomic_store_n (&t->unflushed, 0, __ATOMIC_RELAXED);
+      r = nbd_flush (t->nbd[i], 0) == -1 ? nbd_errno () : 0;
+    }
     put_handle (t, i);
     return r;
   }
@@ -244,7 +327,7 @@ push_target_write (struct push_target *t, const void *buf, size_t n,
     n -= r;
     offset += r;
   }
-  return 0;
+  return file_written (t, start, len);
 }
 
 int
@@ -285,7 +368,7 @@ push_target_flush (struct push_target *t)
   unsigned i;
 
   for (i = 0; i < t->nr; i++)
-    if (nbd_can_flush (t->nbd[i]) == 1 && nbd_flush (t->nbd[i], 0) == -1)
+    if (t->can_flush && nbd_flush (t->nbd[i], 0) == -1)
       return nbd_errno ();
   if (t->nr)
     return 0;
