@@ -53,8 +53,9 @@ struct push_target {
   char *name;
   int fd;                       /* a file, or -1 */
   bool created;                 /* a file we created: reads as zeros */
-  /* Under lock: the last writes to the file (a ring), while writeback
-   * works on it (sync_file_range may be missing: then false).
+  /* Atomic: a file whose writes are written behind (false once
+   * sync_file_range turns out missing).  Under lock: the last writes
+   * to the file (a ring), while writeback works on them.
    */
   bool write_behind;
   struct written behind[WRITE_BEHIND];
@@ -162,7 +163,6 @@ open_file (struct push_target *t, bool existing, uint64_t size,
       qmp_error (err, "Could not resize '%s': %s", t->name, strerror (errno));
       return -1;
     }
-    t->write_behind = true;
     return 0;
   }
   t->fd = open (t->name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -171,11 +171,8 @@ open_file (struct push_target *t, bool existing, uint64_t size,
     return -1;
   }
   /* A device keeps its old contents. */
-  if (fstat (t->fd, &st) == 0 && !S_ISREG (st.st_mode)) {
-    t->write_behind = true;
+  if (fstat (t->fd, &st) == 0 && !S_ISREG (st.st_mode))
     return 0;
-  }
-  t->write_behind = true;
   t->created = true;
   if (ftruncate (t->fd, size) == -1) {
     qmp_error (err, "Could not create '%s': %s", t->name, strerror (errno));
@@ -205,6 +202,7 @@ push_target_open (const char *target, bool existing, uint64_t size,
     push_target_close (t, true);
     return NULL;
   }
+  t->write_behind = t->fd >= 0;
   return t;
 }
 
@@ -297,7 +295,6 @@ push_target_write (struct push_target *t, const void *buf, size_t n,
                    uint64_t offset)
 {
   uint64_t start = offset, len = n;
-
   const char *p = buf;
 
   if (t->nr) {
