@@ -189,7 +189,7 @@ def _():
                                "speed": 1 * MiB})
     time.sleep(1.5)
     [j] = m.command("query-jobs")
-    # The first 4 MiB chunk goes at once, then 1 MiB/s.
+    # The first 1 MiB chunk goes at once, then 1 MiB/s.
     check(j["current-progress"] < j["total-progress"],
           "a 1 MiB/s job of 8 MiB was done in 1.5 s: %r" % j)
     m.command("block-job-set-speed", {"device": "js", "speed": 0})

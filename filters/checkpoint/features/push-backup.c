@@ -26,9 +26,13 @@
 #include "features/push-fleece.h"
 
 /* The copy goes by requests of this size (block status is asked per
- * request too).
+ * request too).  Small enough that a piece read, scanned for zeros and
+ * sent is still in the CPU's cache, as it is in the target server's
+ * between its receive and its write (bench-push: 4 MiB requests cost
+ * an NBD target half again the CPU of 1 MiB ones), big enough for few
+ * requests.
  */
-#define COPY_CHUNK (4 * 1024 * 1024)
+#define COPY_CHUNK (1024 * 1024)
 /* QEMU's job cluster: what is copied of a dirty bitmap. */
 #define COPY_GRANULARITY (64 * 1024)
 /* Zeros in data are found by pieces of this size. */

@@ -43,12 +43,6 @@
 
 struct written { uint64_t offset, n; };
 
-/* An NBD target that can flush is told to every FLUSH_BEHIND bytes
- * written, for the same reason: its server's writeback then runs
- * alongside the copy.  The other connections go on meanwhile.
- */
-#define FLUSH_BEHIND (256 * 1024 * 1024)
-
 struct push_target {
   char *name;
   int fd;                       /* a file, or -1 */
@@ -66,8 +60,11 @@ struct push_target {
   struct nbd_handle *nbd[MAX_CONNECTIONS];
   bool busy[MAX_CONNECTIONS];
   unsigned nr;
+  /* Flushed once, at the end: flushing every 256 MiB during the copy
+   * made NBD pushes slower (bench-push), the server's fdatasync
+   * holding a connection while the copy waited on it.
+   */
   bool can_flush;
-  uint64_t unflushed;           /* atomic: bytes since the last flush */
   pthread_mutex_t lock;
   pthread_cond_t freed;
 };
@@ -300,12 +297,6 @@ push_target_write (struct push_target *t, const void *buf, size_t n,
   if (t->nr) {
     unsigned i = take_handle (t);
     int r = nbd_pwrite (t->nbd[i], buf, n, offset, 0) == -1 ? nbd_errno () : 0;
-    if (r == 0 && t->can_flush &&
-        __atomic_add_fetch (&t->unflushed, n, __ATOMIC_RELAXED) >=
-        FLUSH_BEHIND) {
-      __atomic_store_n (&t->unflushed, 0, __ATOMIC_RELAXED);
-      r = nbd_flush (t->nbd[i], 0) == -1 ? nbd_errno () : 0;
-    }
     put_handle (t, i);
     return r;
   }
