@@ -43,6 +43,14 @@
 
 struct written { uint64_t offset, n; };
 
+/* An NBD target that can flush and allows multi-conn gets one more
+ * connection, whose thread flushes every FLUSH_BEHIND bytes written:
+ * its server's writeback then runs alongside the copy, as a file's
+ * does, and no copy worker waits for it.  (Flushing from the worker
+ * whose write crossed the mark made pushes slower.)
+ */
+#define FLUSH_BEHIND (256 * 1024 * 1024)
+
 struct push_target {
   char *name;
   int fd;                       /* a file, or -1 */
@@ -60,11 +68,17 @@ struct push_target {
   struct nbd_handle *nbd[MAX_CONNECTIONS];
   bool busy[MAX_CONNECTIONS];
   unsigned nr;
-  /* Flushed once, at the end: flushing every 256 MiB during the copy
-   * made NBD pushes slower (bench-push), the server's fdatasync
-   * holding a connection while the copy waited on it.
-   */
   bool can_flush;
+  /* The flush-behind connection and its thread, or NULL.  Under lock:
+   * bytes written since its last flush, quit, and the first error of
+   * its flushes (reported by push_target_flush).
+   */
+  struct nbd_handle *flusher;
+  pthread_t flush_thread;
+  uint64_t unflushed;
+  bool flush_quit;
+  int flush_errno;
+  pthread_cond_t flush_due;
   pthread_mutex_t lock;
   pthread_cond_t freed;
 };
@@ -76,6 +90,82 @@ push_target_is_nbd (const char *target)
     strncmp (target, "nbd+unix://", 11) == 0 ||
     strncmp (target, "nbds://", 7) == 0 ||
     strncmp (target, "nbds+unix://", 12) == 0;
+}
+
+static void *
+flush_behind (void *opaque)
+{
+  struct push_target *t = opaque;
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
+
+  for (;;) {
+    int r, e;
+
+    while (!t->flush_quit && t->unflushed < FLUSH_BEHIND)
+      pthread_cond_wait (&t->flush_due, &t->lock);
+    if (t->flush_quit)
+      return NULL;
+    t->unflushed = 0;
+    pthread_mutex_unlock (&t->lock);
+    r = nbd_flush (t->flusher, 0);
+    e = r == -1 ? nbd_get_errno () : 0;
+    if (r == -1)
+      nbdkit_debug ("checkpoint: push target %s: flush: %s", t->name,
+                    nbd_get_error ());
+    pthread_mutex_lock (&t->lock);
+    if (r == -1 && t->flush_errno == 0)
+      t->flush_errno = e ? e : EIO;
+  }
+}
+
+/* Only where a flush covers every connection's writes (multi-conn);
+ * without it the flush at the end does all of the writeback.
+ */
+static void
+start_flush_behind (struct push_target *t)
+{
+  struct nbd_handle *h = nbd_create ();
+
+  if (h == NULL || nbd_connect_uri (h, t->name) == -1) {
+    nbdkit_debug ("checkpoint: push target %s: no flush-behind "
+                  "connection: %s", t->name, nbd_get_error ());
+    nbd_close (h);
+    return;
+  }
+  t->flusher = h;
+  if (pthread_create (&t->flush_thread, NULL, flush_behind, t) != 0) {
+    nbdkit_debug ("checkpoint: push target %s: no flush-behind thread",
+                  t->name);
+    nbd_close (h);
+    t->flusher = NULL;
+  }
+}
+
+static void
+stop_flush_behind (struct push_target *t)
+{
+  if (t->flusher == NULL)
+    return;
+  pthread_mutex_lock (&t->lock);
+  t->flush_quit = true;
+  pthread_cond_signal (&t->flush_due);
+  pthread_mutex_unlock (&t->lock);
+  pthread_join (t->flush_thread, NULL);
+  if (nbd_aio_is_ready (t->flusher) == 1)
+    nbd_shutdown (t->flusher, 0);
+  nbd_close (t->flusher);
+  t->flusher = NULL;
+}
+
+/* N bytes were written to an NBD target. */
+static void
+count_unflushed (struct push_target *t, uint64_t n)
+{
+  ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
+
+  t->unflushed += n;
+  if (t->unflushed >= FLUSH_BEHIND)
+    pthread_cond_signal (&t->flush_due);
 }
 
 static int
@@ -114,6 +204,8 @@ open_nbd (struct push_target *t, uint64_t size, struct qmp_error *err)
     }
     t->nbd[t->nr++] = h;
   }
+  if (t->can_flush && nbd_can_multi_conn (t->nbd[0]) == 1)
+    start_flush_behind (t);
   return 0;
 }
 
@@ -193,6 +285,7 @@ push_target_open (const char *target, bool existing, uint64_t size,
   t->fd = -1;
   pthread_mutex_init (&t->lock, NULL);
   pthread_cond_init (&t->freed, NULL);
+  pthread_cond_init (&t->flush_due, NULL);
   r = push_target_is_nbd (target) ? open_nbd (t, size, err)
                                    : open_file (t, existing, size, err);
   if (r == -1) {
@@ -210,6 +303,7 @@ push_target_close (struct push_target *t, bool unlink_new)
 
   if (t == NULL)
     return;
+  stop_flush_behind (t);
   if (t->fd >= 0)
     close (t->fd);
   if (t->created && unlink_new)
@@ -221,6 +315,7 @@ push_target_close (struct push_target *t, bool unlink_new)
   }
   pthread_mutex_destroy (&t->lock);
   pthread_cond_destroy (&t->freed);
+  pthread_cond_destroy (&t->flush_due);
   free (t->name);
   free (t);
 }
@@ -298,6 +393,8 @@ push_target_write (struct push_target *t, const void *buf, size_t n,
     unsigned i = take_handle (t);
     int r = nbd_pwrite (t->nbd[i], buf, n, offset, 0) == -1 ? nbd_errno () : 0;
     put_handle (t, i);
+    if (r == 0 && t->flusher)
+      count_unflushed (t, n);
     return r;
   }
   while (n > 0) {
@@ -354,10 +451,19 @@ int
 push_target_flush (struct push_target *t)
 {
   unsigned i;
+  int e;
 
   for (i = 0; i < t->nr; i++)
     if (t->can_flush && nbd_flush (t->nbd[i], 0) == -1)
       return nbd_errno ();
+  {
+    ACQUIRE_LOCK_FOR_CURRENT_SCOPE (&t->lock);
+    e = t->flush_errno;
+  }
+  if (e) {
+    errno = e;
+    return -1;
+  }
   if (t->nr)
     return 0;
   if (fdatasync (t->fd) == -1 && errno != EINVAL)

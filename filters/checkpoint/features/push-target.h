@@ -3,7 +3,8 @@
  */
 /* Where a push backup job writes: a raw file (created sparse, or
  * existing) or an NBD export (nbd://, nbd+unix:// URIs, through
- * libnbd: up to 4 connections when the server allows multi-conn).
+ * libnbd: up to 4 connections when the server allows multi-conn, and
+ * one more that flushes behind the copy).
  * Opened by the monitor (so that a bad target fails the command), then
  * written by the job's copy workers, concurrently.
  */
